@@ -1,0 +1,59 @@
+"""The ``recstream`` command: ``recstream <command> --help`` for each command.
+
+Each command lives in its own module, which exposes ``configure_parser(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``recstream evaluate``
+never loads Faust and ``recstream produce`` never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "worker": ("streams.worker", "run the streaming worker (Faust agents, web, metrics)"),
+    "produce": ("recstream.adapters.produce", "send a catalogue and an event stream to Kafka"),
+    "consume": ("recstream.adapters.consume", "tail the recommendations topic"),
+    "evaluate": ("recstream.evaluate", "prequential evaluation on a dataset folder"),
+    "encode": ("recstream.encoder", "encode a catalogue with the BERT item encoder"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get one line on stderr (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="recstream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser.set_defaults(_module=module_name)
+        # Options are declared by the command's module; importing it here would load every
+        # heavy dependency for every command, so only the chosen one is configured fully.
+        if name in argv:
+            importlib.import_module(module_name).configure_parser(command_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"recstream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

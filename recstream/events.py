@@ -1,0 +1,239 @@
+"""Event, Item and Recommendation types, parsed and validated from dict or bytes.
+
+Every rejection raises :class:`InvalidMessage` with a stable short ``code`` (used as a metric
+label and in the dead-letter record) and a precise human ``reason``.
+
+>>> e = parse_event(b'{"user_id": "u1", "item_id": "i9", "type": "click", "ts": 10}')
+>>> e.user_id, e.item_id, e.type, e.ts, e.event_id
+('u1', 'i9', 'click', 10.0, 'd-b02c266b6e45a35d')
+>>> parse_event(b'{"user_id": "u1", "type": "click"}')
+Traceback (most recent call last):
+...
+recstream.events.InvalidMessage: missing_field: missing required field 'item_id'
+>>> parse_event({"user_id": "u1", "item_id": "i9", "type": "like"}).type
+Traceback (most recent call last):
+...
+recstream.events.InvalidMessage: unknown_type: unknown event type 'like' (expected one of click, purchase, view)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+EVENT_TYPES = ("view", "click", "purchase")
+MAX_ID_LENGTH = 256
+MAX_TEXT_LENGTH = 20_000
+DEFAULT_MAX_BYTES = 64 * 1024
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot be processed; ``code`` is stable, ``reason`` is for humans."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    user_id: str
+    item_id: str
+    type: str
+    ts: float
+    context: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    item_id: str
+    title: str = ""
+    description: str = ""
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    ts: float = 0.0
+    deleted: bool = False
+
+    @property
+    def text(self) -> str:
+        """The text the encoder sees: title, description, categories and tags."""
+        parts = [self.title.strip(), self.description.strip()]
+        if self.categories:
+            parts.append("Categories: " + ", ".join(self.categories) + ".")
+        if self.tags:
+            parts.append("Tags: " + ", ".join(self.tags) + ".")
+        return " ".join(p for p in parts if p)
+
+    @property
+    def text_hash(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["categories"], d["tags"] = list(self.categories), list(self.tags)
+        return d
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "score": round(float(self.score), 6), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    user_id: str
+    items: tuple[ScoredItem, ...]
+    trigger_event_id: str | None = None
+    model_version: str = ""
+    generated_at: float = 0.0
+    latency_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "items": [i.to_dict() for i in self.items],
+            "trigger_event_id": self.trigger_event_id,
+            "model_version": self.model_version,
+            "generated_at": self.generated_at,
+            "latency_ms": self.latency_ms,
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+def decode_json_object(raw: bytes | str | dict, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Bytes/str/dict -> dict, rejecting oversized, non-UTF-8, malformed and non-object input."""
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        raw = raw.encode()
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise InvalidMessage("bad_json", f"expected bytes or an object, got {type(raw).__name__}")
+    raw = bytes(raw)
+    if len(raw) > max_bytes:
+        raise InvalidMessage("oversized", f"message is {len(raw)} bytes, limit is {max_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage("not_utf8", f"value is not UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage("bad_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage("bad_json", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _id(obj: dict, name: str, required: bool = True) -> str | None:
+    value = obj.get(name)
+    if value is None or value == "":
+        if required:
+            raise InvalidMessage("missing_field", f"missing required field {name!r}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidMessage("bad_field", f"field {name!r} must be a string, got {value!r:.60}")
+    value = str(value)
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidMessage("bad_field", f"field {name!r} is longer than {MAX_ID_LENGTH} chars")
+    return value
+
+
+def _ts(obj: dict, default: float | None) -> float:
+    value = obj.get("ts")
+    if value is None:
+        if default is None:
+            raise InvalidMessage("missing_field", "missing field 'ts' and no broker timestamp")
+        return float(default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidMessage("bad_field", f"field 'ts' must be a number, got {value!r:.60}")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidMessage("bad_field", f"field 'ts' must be a finite time >= 0, got {value!r}")
+    return float(value)
+
+
+def derive_event_id(user_id: str, item_id: str, type_: str, ts: float) -> str:
+    """A deterministic id for events sent without one, so redelivered copies dedup."""
+    digest = hashlib.blake2b(f"{user_id}\x1f{item_id}\x1f{type_}\x1f{ts!r}".encode(), digest_size=8)
+    return "d-" + digest.hexdigest()
+
+
+def parse_event(
+    raw: bytes | str | dict,
+    *,
+    default_ts: float | None = 0.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Event:
+    """Validate one event; ``default_ts`` is the broker timestamp used when ``ts`` is absent."""
+    obj = decode_json_object(raw, max_bytes)
+    user_id = _id(obj, "user_id")
+    item_id = _id(obj, "item_id")
+    type_ = obj.get("type")
+    if type_ is None:
+        raise InvalidMessage("missing_field", "missing required field 'type'")
+    if type_ not in EVENT_TYPES:
+        raise InvalidMessage(
+            "unknown_type",
+            f"unknown event type {type_!r:.60} (expected one of {', '.join(sorted(EVENT_TYPES))})",
+        )
+    ts = _ts(obj, default_ts)
+    context = obj.get("context") or {}
+    if not isinstance(context, dict):
+        raise InvalidMessage("bad_field", "field 'context' must be an object")
+    event_id = _id(obj, "event_id", required=False) or derive_event_id(user_id, item_id, type_, ts)
+    return Event(event_id, user_id, item_id, type_, ts, context)
+
+
+def _strings(obj: dict, name: str) -> tuple[str, ...]:
+    value = obj.get(name) or []
+    if isinstance(value, str):  # "a|b|c", the CSV form
+        value = [v for v in value.split("|") if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidMessage("bad_field", f"field {name!r} must be a list of strings")
+    return tuple(v.strip() for v in value if v.strip())
+
+
+def parse_item(raw: bytes | str | dict, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Item:
+    """Validate one catalogue upsert (or deletion, with ``"deleted": true``)."""
+    obj = decode_json_object(raw, max_bytes)
+    item_id = _id(obj, "item_id")
+    texts = {}
+    for name in ("title", "description"):
+        value = obj.get(name) or ""
+        if not isinstance(value, str):
+            raise InvalidMessage("bad_field", f"field {name!r} must be a string")
+        if len(value) > MAX_TEXT_LENGTH:
+            raise InvalidMessage("bad_field", f"field {name!r} is longer than {MAX_TEXT_LENGTH}")
+        texts[name] = value
+    deleted = obj.get("deleted", False)
+    if not isinstance(deleted, bool):
+        raise InvalidMessage("bad_field", "field 'deleted' must be true or false")
+    return Item(
+        item_id=item_id,
+        title=texts["title"],
+        description=texts["description"],
+        categories=_strings(obj, "categories"),
+        tags=_strings(obj, "tags"),
+        ts=_ts(obj, 0.0),
+        deleted=deleted,
+    )
