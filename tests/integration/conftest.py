@@ -1,0 +1,143 @@
+"""Real Kafka and Redis for ``tests/integration``: one broker and one Redis per test session.
+
+Services that already run (``make up``, or ``make test`` which starts them first) are reused and
+left running; otherwise the session starts them with ``deploy/*/*.sh start`` and stops them at the
+end, unless another test session in the same clone still uses them (a shared lock on
+``.stack/test-sessions.lock`` counts the sessions). When a service cannot start, every
+integration test fails with the script's reason: these tests are never skipped. Ports and password
+come from the same environment variables as the Makefile: KAFKA_PORT, REDIS_PORT, REDIS_PASSWORD
+(and BROKERS for a cluster).
+
+Fixtures: ``bootstrap_servers``, ``redis_url``, ``unique_topic`` (name factory), ``kafka_admin``
+(kafka-python admin client) and ``create_topics`` (creates topics, deletes them after the test).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SESSIONS_LOCK = ROOT / ".stack" / "test-sessions.lock"
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+REDIS_SH = ROOT / "deploy" / "redis" / "redis.sh"
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+REDIS_PASSWORD = os.environ.get("REDIS_PASSWORD", "recstream")
+BROKERS = os.environ.get("BROKERS", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # This hook sees the whole session's items: mark only the ones under this folder.
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _script(script: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(script), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _ensure_running(script: Path, *start_args: str) -> bool:
+    """Start the service unless it runs already; True when this session started it."""
+    if _script(script, "status", timeout=30).returncode == 0:
+        return False
+    result = _script(script, "start", *start_args, timeout=300)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        # The reason first (the scripts' last line), then the log tail they printed.
+        pytest.fail(
+            f"{script.relative_to(ROOT)} start failed: {lines[-1]}\n" + "\n".join(lines[-25:-1]),
+            pytrace=False,
+        )
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stack() -> Iterator[None]:
+    """Kafka and Redis up for the whole session; stops only what it started, and only when no
+    other session (or ``make test``) uses them."""
+    SESSIONS_LOCK.parent.mkdir(exist_ok=True)
+    with SESSIONS_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # released when the file closes, also on a crash
+        started: list[Path] = []
+        try:
+            if _ensure_running(KAFKA_SH, "--brokers", BROKERS):
+                started.append(KAFKA_SH)
+            if _ensure_running(REDIS_SH):
+                started.append(REDIS_SH)
+            yield
+        finally:
+            if started and _last_session(lock):
+                for script in reversed(started):
+                    _script(script, "stop", timeout=120)
+
+
+def _last_session(lock) -> bool:
+    """Upgrade to an exclusive lock: possible only when no other session holds its shared one."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("\nintegration: Kafka/Redis left running: another test session uses them")
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers() -> str:
+    """``host:port`` of the first broker (enough to bootstrap, whatever the cluster size)."""
+    return f"127.0.0.1:{KAFKA_PORT}"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{REDIS_PORT}/0"
+
+
+@pytest.fixture
+def unique_topic(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``unique_topic("events")`` -> ``it.<test-name>.events.<uuid>``: no test sees another's data.
+
+    Underscores become dashes: Kafka warns that '.' and '_' collide in metric names.
+    """
+    test = re.sub(r"[^a-zA-Z0-9-]", "-", request.node.name.removeprefix("test_"))[:60]
+
+    def make(name: str = "t") -> str:
+        return f"it.{test}.{name}.{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(bootstrap_servers: str) -> Iterator[KafkaAdminClient]:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="recstream-tests")
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def create_topics(kafka_admin: KafkaAdminClient) -> Iterator[Callable[..., list[str]]]:
+    """``create_topics("a", "b", partitions=2)``: created with the broker's default replication
+    factor, returned once every partition has a leader, deleted after the test."""
+    created: list[str] = []
+
+    def create(*names: str, partitions: int = 1) -> list[str]:
+        spec = {name: {"num_partitions": partitions, "replication_factor": -1} for name in names}
+        kafka_admin.create_topics(spec, wait_for_metadata=True)
+        created.extend(names)
+        return list(names)
+
+    yield create
+    if created:
+        kafka_admin.delete_topics(created, raise_errors=False)
