@@ -49,6 +49,9 @@ class Settings:
     web_port: int = 6066  # RECSTREAM_WEB_PORT: /recommendations, /healthz, /metrics
     metrics_interval_s: float = 10.0  # RECSTREAM_METRICS_INTERVAL_S: snapshot to the metrics topic
     checkpoint_interval_s: float = 30.0  # RECSTREAM_CHECKPOINT_INTERVAL_S
+    # RECSTREAM_SESSION_TIMEOUT_S: Kafka group session; a killed worker's partitions (and a
+    # restarted worker's first rebalance) wait this long for the dead member to expire
+    session_timeout_s: float = 30.0
     models_dir: str = str(PROJECT_ROOT / "models")  # RECSTREAM_MODELS_DIR: cache and checkpoints
     dedup_window: int = 1_000_000  # RECSTREAM_DEDUP_WINDOW: event ids remembered for dedup
     max_event_bytes: int = 64 * 1024  # RECSTREAM_MAX_EVENT_BYTES: larger events go to the DLQ

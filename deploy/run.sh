@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The `make run` demo (the Makefile has already run `make setup up`: Kafka, Redis, Prometheus).
+#
+#   1. starts the worker in the background (log: .stack/run/worker.log) and waits for /healthz;
+#   2. replays a stream into Kafka with `recstream produce` (catalogue first, then events);
+#   3. prints every recommendation as it is published (`recstream consume --follow`);
+#   4. prints the URLs of /metrics, /recommendations/<user> and Prometheus.
+# Ctrl-C stops the worker cleanly (it checkpoints on SIGTERM) and the other children. The stack
+# is left running, so the next `make run` resumes from the checkpoint: `make down` stops it.
+#
+# Settings (environment):
+#   DATA=dir     replay a dataset folder (items.csv + events.csv) instead of the synthetic stream
+#   RATE=25      events per second (0 = as fast as possible)
+#   LIMIT=n      send at most n events
+#   SEED=n       synthetic stream seed; default: new each run, so a second run is new traffic for
+#                the same users and items (a replayed DATA folder is deduplicated by event_id:
+#                `make clean` starts over)
+#   RECSTREAM_*  any worker setting (recstream/config.py), e.g. RECSTREAM_WEB_PORT=6067
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bin=$root/.venv/bin
+[[ -x $bin/recstream ]] || { echo "run: $bin/recstream missing: run 'make setup' first" >&2; exit 1; }
+
+DATA=${DATA:-}
+RATE=${RATE:-25}
+LIMIT=${LIMIT:-}
+SEED=${SEED:-$(date +%s)}
+port=${RECSTREAM_WEB_PORT:-6066}
+logs=$root/.stack/run
+mkdir -p "$logs"
+
+pids=()
+stopping=0
+cleanup() {
+  ((stopping)) && return
+  stopping=1
+  trap - INT TERM EXIT
+  echo
+  echo "run: stopping (the worker writes a final checkpoint)..."
+  # The worker first, and waited for: its SIGTERM handler checkpoints before it exits.
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  echo "run: worker stopped; log in ${logs#"$root"/}/worker.log"
+  echo "run: the stack (Kafka, Redis, Prometheus) is still up: 'make down' stops it"
+}
+trap cleanup INT TERM EXIT
+
+healthz() { curl -fsS --max-time 2 "http://127.0.0.1:$port/healthz" 2>/dev/null; }
+
+if healthz >/dev/null; then
+  echo "run: something already answers on port $port (another worker?): stop it or set RECSTREAM_WEB_PORT" >&2
+  exit 1
+fi
+
+echo "run: starting the worker (log: ${logs#"$root"/}/worker.log)"
+"$bin/recstream" worker >"$logs/worker.log" 2>&1 &
+worker=$!
+pids+=("$worker")
+for ((i = 0; ; i++)); do
+  healthz >/dev/null && break
+  if ! kill -0 "$worker" 2>/dev/null || ((i > 240)); then
+    echo "run: the worker did not come up; its log ends with:" >&2
+    tail -n 25 "$logs/worker.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+processed=$(healthz | "$bin/python" -c 'import json,sys; print(json.load(sys.stdin)["events_processed"])')
+((processed > 0)) && echo "run: resumed from a checkpoint: $processed events already learned"
+
+# Live recommendations, one line each, from now on.
+"$bin/recstream" consume --follow &
+pids+=($!)
+
+args=(--no-progress)
+[[ $RATE != 0 ]] && args+=(--rate "$RATE")
+[[ -n $LIMIT ]] && args+=(--limit "$LIMIT")
+if [[ -n $DATA ]]; then
+  user=$(sed -n 2p "$DATA/events.csv" | cut -d, -f2)
+  source=("$DATA")
+else
+  user=u0
+  source=(--synthetic --seed "$SEED")
+fi
+"$bin/recstream" produce "${source[@]}" "${args[@]}" 2>"$logs/produce.log" &
+producer=$!
+pids+=("$producer")
+
+cat <<EOF
+run: replaying ${DATA:-a synthetic stream (seed $SEED)} at ${RATE/#0/max} events/s
+run:   metrics          http://127.0.0.1:$port/metrics
+run:   recommendations  http://127.0.0.1:$port/recommendations/$user?k=10
+run:   health           http://127.0.0.1:$port/healthz
+run:   Prometheus       http://127.0.0.1:${PROMETHEUS_PORT:-9090}  (e.g. rate(recstream_events_total[1m]))
+run: Ctrl-C to stop
+EOF
+
+if wait "$producer"; then
+  echo "run: $(tail -n 1 "$logs/produce.log")"
+  echo "run: replay finished; the worker keeps running (Ctrl-C to stop)"
+else
+  echo "run: the producer failed: $(tail -n 1 "$logs/produce.log")" >&2
+fi
+wait "$worker" || true

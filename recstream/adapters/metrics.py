@@ -1,0 +1,192 @@
+"""Prometheus metrics of the worker (prometheus_client), served by the Faust web server.
+
+Names follow the Prometheus conventions (``recstream_`` prefix, ``_total`` counters, base units
+in ``_seconds``); the alert rules in ``deploy/prometheus/`` use them, so renaming one is an
+interface change. Each :class:`Metrics` owns a private registry: two workers in one process
+(tests) never collide, and ``/metrics`` shows exactly the worker's own series plus the process
+collectors.
+
+Counters are per process and restart from zero with the worker, as Prometheus expects
+(``rate()`` handles the reset). The cumulative, checkpointed counts (events since the stream
+began) are in the JSON snapshot on the metrics topic and in ``/healthz``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    gc_collector,
+    generate_latest,
+    platform_collector,
+    process_collector,
+)
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+# The classic text format (0.0.4), which every Prometheus and promtool version parses; our names
+# are all legacy-valid, so the body is the same as the newer 1.0.0 text format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Event→recommendation latency: sub-millisecond to a minute (a worker catching up on a backlog
+# has latencies of seconds); 0.05 is a bucket bound because the p99 alert threshold is 50 ms.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+ENCODE_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+# The "_created" series double the exposition for no use here (Prometheus ignores them in the
+# text format). Process-wide, and this module is the only prometheus_client user in a worker.
+disable_created_metrics()
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        process_collector.ProcessCollector(registry=r)
+        platform_collector.PlatformCollector(registry=r)
+        gc_collector.GCCollector(registry=r)
+        self.events = Counter(
+            "recstream_events_total",
+            "Valid, distinct events processed, by type",
+            ["type"],
+            registry=r,
+        )
+        self.dlq = Counter(
+            "recstream_dlq_total",
+            "Messages sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "recstream_duplicate_events_total",
+            "Events dropped as duplicates (event_id)",
+            registry=r,
+        )
+        self.replayed = Counter(
+            "recstream_replayed_messages_total",
+            "Redelivered messages skipped: their offset is already in the restored state",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "recstream_event_to_recommendation_seconds",
+            "From the event's Kafka record timestamp to its recommendation being published",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.processing = Histogram(
+            "recstream_event_processing_seconds",
+            "Time inside the worker per event: receive, learn, recommend, publish",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_updates = Counter(
+            "recstream_model_updates_total", "Model updates (one per learned event)", registry=r
+        )
+        self.recommendations = Counter(
+            "recstream_recommendations_total", "Recommendation lists published", registry=r
+        )
+        self.item_updates = Counter(
+            "recstream_item_updates_total",
+            "Catalogue messages applied, by action",
+            ["action"],
+            registry=r,
+        )
+        self.items_encoded = Counter(
+            "recstream_items_encoded_total",
+            "Item vectors installed from the BERT encoder",
+            registry=r,
+        )
+        self.encode_batch_size = Histogram(
+            "recstream_encode_batch_size",
+            "Items per encoder batch",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.encode_batch_seconds = Histogram(
+            "recstream_encode_batch_seconds",
+            "Wall time of one encoder batch (worker thread)",
+            buckets=ENCODE_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.encode_errors = Counter(
+            "recstream_encode_errors_total", "Encoder batches that failed (retried)", registry=r
+        )
+        self.encode_queue = Gauge(
+            "recstream_encode_queue_items",
+            "Items waiting for, or in, an encoder batch",
+            registry=r,
+        )
+        self.online_hit_rate = Gauge(
+            "recstream_online_hit_rate",
+            "Prequential hr@K on live purchases against the user's last published list",
+            registry=r,
+        )
+        self.online_ndcg = Gauge(
+            "recstream_online_ndcg", "Prequential ndcg@K on live purchases", registry=r
+        )
+        self.coverage = Gauge(
+            "recstream_catalogue_coverage_ratio",
+            "Share of the catalogue recommended at least once",
+            registry=r,
+        )
+        self.catalogue_items = Gauge(
+            "recstream_catalogue_items", "Live (not deleted) catalogue items", registry=r
+        )
+        self.redis_errors = Counter(
+            "recstream_redis_errors_total", "Redis pipelines that failed", registry=r
+        )
+        self.redis_skipped = Counter(
+            "recstream_redis_skipped_writes_total",
+            "Redis writes (one per user list or item) skipped while backing off after an error",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "recstream_consumer_lag",
+            "Messages behind the partition's high watermark",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoints = Counter("recstream_checkpoints_total", "Checkpoints written", registry=r)
+        self.checkpoint_seconds = Histogram(
+            "recstream_checkpoint_seconds",
+            "Time to write one checkpoint (event loop paused)",
+            buckets=ENCODE_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.last_checkpoint = Gauge(
+            "recstream_last_checkpoint_timestamp_seconds",
+            "Unix time of the last checkpoint",
+            registry=r,
+        )
+        # No model-version label on purpose: the version changes with every event, and each new
+        # label value would be a new Prometheus series. It is in the snapshot and /healthz.
+
+    def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+
+    def exposition(self) -> bytes:
+        """The text format for ``GET /metrics``."""
+        return generate_latest(self.registry)

@@ -1,0 +1,388 @@
+"""The streaming worker's logic, free of Kafka, Faust and Redis: one message in, one outcome out.
+
+:class:`StreamProcessor` wraps a :class:`~recstream.recommender.Recommender` with everything a
+stream adds: offset positions (what the state reflects), validation with dead-letter records,
+dedup by ``event_id``, the online hit rate, latency percentiles, counters, the encode queue and
+checkpoint save/restore. The Faust agents in ``streams/`` only decode the Kafka message, call
+:meth:`StreamProcessor.handle_event` / :meth:`~StreamProcessor.handle_item`, and send what comes
+back; so every rule here is tested without a broker.
+
+Every call that changes state does so synchronously, in full, before returning: the worker's
+event loop can never interleave a checkpoint between "learned the event" and "moved the offset
+past it", which is what makes a checkpoint's model and offsets agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import pickle
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from recstream.checkpoint import Checkpoint, CheckpointStore
+from recstream.events import (
+    Event,
+    InvalidMessage,
+    Item,
+    Recommendation,
+    ScoredItem,
+    parse_event,
+    parse_item,
+)
+from recstream.online import (
+    DedupWindow,
+    EncodeQueue,
+    LatencyWindow,
+    OnlineRanking,
+    Positions,
+    RateMeter,
+)
+
+__all__ = ["EventOutcome", "ItemOutcome", "StreamProcessor", "dead_letter"]
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+MODEL_FILE = "recommender.pkl"
+STATE_FILE = "stream.pkl"
+
+
+class RecommenderLike(Protocol):
+    """The part of :class:`recstream.recommender.Recommender` the stream uses."""
+
+    model_version: str
+
+    def upsert_item(self, item: Item) -> bool: ...
+    def delete_item(self, item_id: str) -> None: ...
+    def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray) -> None: ...
+    def learn(self, event: Event) -> None: ...
+    def recommend(self, user_id: str, k: int = 10) -> list[ScoredItem]: ...
+    def user_profile(self, user_id: str) -> np.ndarray | None: ...
+    def stats(self) -> dict: ...
+    def save(self, path: str | Path) -> None: ...
+
+
+def dead_letter(
+    raw: bytes | None,
+    error: InvalidMessage,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    max_raw_bytes: int,
+    now: float,
+) -> dict[str, Any]:
+    """The DLQ record of the public interface; ``raw`` is kept readable when it is UTF-8.
+
+    The raw value is cut at ``max_raw_bytes`` (``raw_truncated``): an oversized message must not
+    produce a dead-letter record that the broker itself rejects as too large.
+    """
+    data = raw if isinstance(raw, bytes | bytearray) else b""
+    size = len(data)
+    data = bytes(data[:max_raw_bytes])
+    try:
+        text, encoding = data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(data).decode("ascii"), "base64"
+    return {
+        "reason": error.reason,
+        "code": error.code,
+        "raw": text,
+        "raw_encoding": encoding,
+        "raw_bytes": size,
+        "raw_truncated": size > max_raw_bytes,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "dead_lettered_at": now,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    # ok: learned and recommended · dlq: invalid · duplicate: event_id seen in the window ·
+    # replayed: offset already reflected in the state (redelivery after a restart): skipped.
+    status: Literal["ok", "dlq", "duplicate", "replayed"]
+    event: Event | None = None
+    recommendation: Recommendation | None = None
+    profile: np.ndarray | None = None
+    dlq: dict[str, Any] | None = None
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    status: Literal["upserted", "unchanged", "deleted", "dlq", "replayed"]
+    item: Item | None = None
+    dlq: dict[str, Any] | None = None
+
+
+@dataclass
+class _Counters:
+    events_by_type: Counter = field(default_factory=Counter)
+    dlq_by_reason: Counter = field(default_factory=Counter)
+    duplicates: int = 0
+    replayed: int = 0
+    recommendations: int = 0
+    items_upserted: int = 0
+    items_deleted: int = 0
+    items_encoded: int = 0
+
+    @property
+    def events(self) -> int:
+        return sum(self.events_by_type.values())
+
+
+class StreamProcessor:
+    """See the module docstring. ``k``, ``dedup_window``, ``max_event_bytes`` from Settings."""
+
+    def __init__(
+        self,
+        recommender: RecommenderLike,
+        *,
+        k: int = 10,
+        dedup_window: int = 1_000_000,
+        max_event_bytes: int = 64 * 1024,
+        clock=time.time,
+    ) -> None:
+        self.recommender = recommender
+        self.k = k
+        self.max_event_bytes = max_event_bytes
+        self.clock = clock
+        self.dedup = DedupWindow(dedup_window)
+        self.positions = Positions()
+        self.online = OnlineRanking(k=k)
+        self.latency = LatencyWindow()
+        self.encode_queue = EncodeQueue()
+        self.counts = _Counters()
+        self.recommended: set[str] = set()  # live items recommended at least once: coverage
+        self._rate = RateMeter()
+        # Bumped by every state change (offsets included): lets the worker skip checkpoints
+        # of an idle stream.
+        self.changes = 0
+
+    # -- messages --------------------------------------------------------------------------
+    def handle_event(
+        self,
+        raw: bytes | None,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp: float | None,
+    ) -> EventOutcome:
+        """One message of the events topic; ``timestamp`` is the Kafka record time (seconds)."""
+        now = self.clock()
+        if not self.positions.accept(topic, partition, offset):
+            self.counts.replayed += 1
+            return EventOutcome("replayed", received_at=now)
+        self.changes += 1
+        where = {"topic": topic, "partition": partition, "offset": offset}
+        try:
+            event = parse_event(raw, default_ts=timestamp, max_bytes=self.max_event_bytes)
+        except InvalidMessage as exc:
+            return EventOutcome("dlq", dlq=self._dead_letter(raw, exc, where), received_at=now)
+        if not self.dedup.add(event.event_id):
+            self.counts.duplicates += 1
+            return EventOutcome("duplicate", event=event, received_at=now)
+        try:
+            return self._learn_and_recommend(event, timestamp, now)
+        except Exception as exc:
+            # A bug or an incompatible model must not stop the stream, nor silently drop the
+            # event: it is dead-lettered (replayable once fixed), logged and counted.
+            log.exception("processing event %s failed", event.event_id)
+            error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
+            return EventOutcome("dlq", event, dlq=self._dead_letter(raw, error, where))
+
+    def _dead_letter(self, raw: bytes | None, error: InvalidMessage, where: dict) -> dict:
+        self.counts.dlq_by_reason[error.code] += 1
+        return dead_letter(
+            raw, error, **where, max_raw_bytes=self.max_event_bytes, now=self.clock()
+        )
+
+    def _learn_and_recommend(
+        self, event: Event, timestamp: float | None, now: float
+    ) -> EventOutcome:
+        if event.type == "purchase":
+            # Test, then learn: score the list this user was shown before the purchase is learned.
+            self.online.observe_purchase(event.user_id, event.item_id)
+        self.recommender.learn(event)
+        self.counts.events_by_type[event.type] += 1
+        items = tuple(self.recommender.recommend(event.user_id, self.k))
+        ids = [s.item_id for s in items]
+        self.online.remember(event.user_id, ids)
+        self.recommended.update(ids)
+        self.counts.recommendations += 1
+        generated_at = self.clock()
+        # Latency from the record's broker/producer timestamp: the time the event entered
+        # Kafka. The event's own ``ts`` is business time and may be years old in a replay.
+        since = timestamp if timestamp is not None else now
+        recommendation = Recommendation(
+            user_id=event.user_id,
+            items=items,
+            trigger_event_id=event.event_id,
+            model_version=self.recommender.model_version,
+            generated_at=round(generated_at, 6),
+            latency_ms=round(max(0.0, generated_at - since) * 1000.0, 3),
+        )
+        profile = self.recommender.user_profile(event.user_id)
+        return EventOutcome("ok", event, recommendation, profile, received_at=now)
+
+    def handle_item(
+        self, raw: bytes | None, *, topic: str, partition: int, offset: int
+    ) -> ItemOutcome:
+        """One catalogue upsert or deletion; new or changed text joins the encode queue."""
+        if not self.positions.accept(topic, partition, offset):
+            self.counts.replayed += 1
+            return ItemOutcome("replayed")
+        self.changes += 1
+        where = {"topic": topic, "partition": partition, "offset": offset}
+        try:
+            item = parse_item(raw, max_bytes=self.max_event_bytes)
+        except InvalidMessage as exc:
+            return ItemOutcome("dlq", dlq=self._dead_letter(raw, exc, where))
+        try:
+            return self._apply_item(item)
+        except Exception as exc:  # as for events: dead-letter, log, count, go on
+            log.exception("processing item %s failed", item.item_id)
+            error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
+            return ItemOutcome("dlq", item, dlq=self._dead_letter(raw, error, where))
+
+    def _apply_item(self, item: Item) -> ItemOutcome:
+        if item.deleted:
+            self.recommender.delete_item(item.item_id)
+            self.encode_queue.discard(item.item_id)
+            self.recommended.discard(item.item_id)
+            self.counts.items_deleted += 1
+            return ItemOutcome("deleted", item)
+        self.counts.items_upserted += 1
+        if self.recommender.upsert_item(item):
+            if item.text:
+                self.encode_queue.put(item)
+            return ItemOutcome("upserted", item)
+        return ItemOutcome("unchanged", item)
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency.observe(seconds)
+
+    # -- encoding --------------------------------------------------------------------------
+    def take_encode_batch(self, n: int) -> list[Item]:
+        return self.encode_queue.take(n)
+
+    def apply_vectors(self, batch: list[Item], vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Install the vectors of an encoded batch that are still current; returns them."""
+        keep = self.encode_queue.complete(batch)
+        ids = [batch[i].item_id for i in keep]
+        kept = np.asarray(vectors, dtype=np.float32)[keep]
+        if ids:
+            self.recommender.set_item_vectors(ids, kept)
+            self.counts.items_encoded += len(ids)
+            self.changes += 1
+        return ids, kept
+
+    def encode_failed(self, batch: list[Item]) -> None:
+        self.encode_queue.fail(batch)
+
+    # -- reporting -------------------------------------------------------------------------
+    @property
+    def events_processed(self) -> int:
+        return self.counts.events
+
+    def snapshot(self, **extra: Any) -> dict[str, Any]:
+        """The metrics-topic JSON: throughput, latency, online accuracy, coverage, counts."""
+        c = self.counts
+        stats = self.recommender.stats()
+        catalogue = int(stats.get("n_active_items", 0))
+        hr, ndcg = self.online.hit_rate, self.online.ndcg
+        return {
+            "ts": round(self.clock(), 3),
+            "model_version": self.recommender.model_version,
+            "events_processed": c.events,
+            "events_per_s": self._rate.rate(c.events),
+            "events_by_type": dict(c.events_by_type),
+            "duplicates": c.duplicates,
+            "replayed_skipped": c.replayed,
+            "dlq_total": sum(c.dlq_by_reason.values()),
+            "dlq_by_reason": dict(c.dlq_by_reason),
+            "recommendations": c.recommendations,
+            "latency_ms": self.latency.percentiles_ms(50, 99),
+            "online": {
+                f"hr@{self.k}": None if hr is None else round(hr, 4),
+                f"ndcg@{self.k}": None if ndcg is None else round(ndcg, 4),
+                "evaluated": self.online.evaluated,
+            },
+            "coverage": round(len(self.recommended) / catalogue, 4) if catalogue else None,
+            "catalogue_items": catalogue,
+            "users": int(stats.get("n_users", 0)),
+            "item_vectors": int(stats.get("n_vectors", 0)),
+            "items": {
+                "upserted": c.items_upserted,
+                "deleted": c.items_deleted,
+                "encoded": c.items_encoded,
+                "encode_queue": len(self.encode_queue),
+            },
+            **extra,
+        }
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "dedup": self.dedup,
+            "online": self.online,
+            "counts": self.counts,
+            "recommended": self.recommended,
+            # Queued and in-flight items are re-queued on restore: their vectors were not in
+            # the saved model, and the items topic will not be re-read below the offsets.
+            "encode_pending": self.encode_queue.items(),
+        }
+
+    def save_checkpoint(self, store: CheckpointStore, **meta: Any) -> Path:
+        """Model + stream state + offsets in one atomic checkpoint directory."""
+        state = self._state()
+
+        def write_state(path: Path) -> None:
+            with path.open("wb") as f:
+                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+        body = {
+            "offsets": self.positions.to_json(),
+            "events_processed": self.counts.events,
+            "model_version": self.recommender.model_version,
+            **meta,
+        }
+        return store.save({MODEL_FILE: self.recommender.save, STATE_FILE: write_state}, body)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoint,
+        load_recommender,
+        **kwargs: Any,
+    ) -> StreamProcessor:
+        """Rebuild a processor from ``checkpoint``; ``load_recommender(path)`` loads the model."""
+        recommender = load_recommender(checkpoint.file(MODEL_FILE))
+        with checkpoint.file(STATE_FILE).open("rb") as f:
+            state = pickle.load(f)  # our own file, written by save_checkpoint
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{checkpoint.path}: stream state version {state.get('version')}")
+        proc = cls(recommender, **kwargs)
+        dedup: DedupWindow = state["dedup"]
+        # A changed RECSTREAM_DEDUP_WINDOW keeps the newest ids that fit the new size.
+        same = dedup.capacity == proc.dedup.capacity
+        proc.dedup = dedup if same else dedup.resized(proc.dedup.capacity)
+        proc.online = state["online"]
+        proc.counts = state["counts"]
+        proc.recommended = state["recommended"]
+        for item in state["encode_pending"]:
+            proc.encode_queue.put(item)
+        proc.positions = Positions.from_json(checkpoint.meta.get("offsets", {}))
+        proc._rate = RateMeter(proc.counts.events)
+        return proc

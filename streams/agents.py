@@ -1,0 +1,65 @@
+"""The agents, timers and rebalance hook: decode the Kafka message, call the runtime, done.
+
+Module-level, in the style of the Faust examples; every decision is made in
+:class:`recstream.pipeline.StreamProcessor`, every side effect in :mod:`streams.runtime`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams import runtime
+from streams.app import app, settings
+from streams.topics import SOURCE_TOPICS, events_topic, items_topic
+
+SOURCE_TOPIC_NAMES = {t.get_topic_name() for t in SOURCE_TOPICS}
+
+
+@app.agent(events_topic)
+async def process_events(stream: Any) -> None:
+    """Validate → dedup → learn → recommend → publish (Kafka + Redis), one event at a time."""
+    async for event in stream.events():  # .events(): the message's partition/offset/timestamp
+        await runtime.current().on_event(event.message)
+
+
+@app.agent(items_topic)
+async def process_items(stream: Any) -> None:
+    """Catalogue upserts and deletions; new or changed text is queued for the encoder."""
+    async for event in stream.events():
+        await runtime.current().on_item(event.message)
+
+
+@app.task
+async def encoder() -> None:
+    """Encode queued items every ``encoder_interval_s`` (or at ``encoder_max_queue`` items) in
+    the encoder thread; events never wait for it."""
+    await runtime.current().encoder_loop()
+
+
+@app.task
+async def redis_writer() -> None:
+    """Writes the queued recommendations and profiles to Redis, one pipeline per batch."""
+    await runtime.current().redis_writer()
+
+
+@app.timer(interval=settings.metrics_interval_s)
+async def publish_metrics() -> None:
+    """JSON snapshot to ``<prefix>.metrics``; refreshes the gauges Prometheus scrapes."""
+    await runtime.current().publish_metrics(app.consumer)
+
+
+@app.timer(interval=settings.checkpoint_interval_s)
+async def checkpoint() -> None:
+    await runtime.current().checkpoint(flush=app.producer.flush)
+
+
+@app.on_rebalance_complete.connect
+async def resume_from_state(sender: Any, **kwargs: Any) -> None:
+    """Before Faust seeks to the committed offsets, make them the restored state's own."""
+    await runtime.current().resume_offsets(app.consumer, SOURCE_TOPIC_NAMES)
+
+
+@app.on_before_shutdown.connect
+async def final_checkpoint(sender: Any, **kwargs: Any) -> None:
+    """A clean stop (SIGTERM, Ctrl-C) checkpoints, so a restart replays nothing."""
+    await runtime.current().checkpoint(flush=app.producer.flush)

@@ -1,0 +1,393 @@
+"""What the agents, timers and views share in one worker: model, sinks, metrics, checkpoints.
+
+The logic is in :class:`recstream.pipeline.StreamProcessor` (pure); this class only moves data
+between it and the outside world — Kafka (through Faust topics), Redis, Prometheus, the encoder
+thread and the checkpoint directory — and holds the lock that keeps checkpoints consistent.
+
+One :class:`Runtime` per process, installed by ``recstream worker`` (:func:`install`) before the
+Faust worker starts, or by a test with fake outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from faust.types import TP, Message
+
+from recstream.adapters.metrics import Metrics
+from recstream.adapters.redis_sink import RedisSink
+from recstream.checkpoint import CheckpointStore
+from recstream.config import Settings
+from recstream.events import Item
+from recstream.pipeline import StreamProcessor
+
+log = logging.getLogger("recstream.worker")
+
+# publish(topic_name, key, value): the agents' only way out to Kafka (tests replace it).
+Publish = Callable[[str, bytes | None, bytes], Awaitable[Any]]
+
+_runtime: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def current() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("no Runtime installed: start the worker with `recstream worker`")
+    return _runtime
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    return Path(settings.models_dir) / "checkpoints" / settings.app_id
+
+
+def encoder_threads() -> int:
+    # Leave one core to the event loop: encoding a large catalogue must not starve the events
+    # (BERT on every core doubled the event p99 on the 2-core reference machine).
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        processor: StreamProcessor,
+        *,
+        publish: Publish,
+        redis: RedisSink | None,
+        metrics: Metrics | None = None,
+        store: CheckpointStore | None = None,
+        topic_ids: dict[str, str] | None = None,
+        encoder: Any = None,
+        encoder_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.publish = publish
+        self.redis = redis
+        self.metrics = metrics or Metrics()
+        self.store = store
+        self.topic_ids = topic_ids or {}
+        self.encoder_factory = encoder_factory
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.started_at = time.time()
+        self.ready = False
+        self.last_checkpoint: dict[str, Any] | None = None
+        self._saved_changes = processor.changes  # what the newest checkpoint reflects
+        self.encoder: Any = encoder  # None: built by encoder_factory in the encoder thread
+        self.encoder_error: str | None = None
+        # One thread: batches run one at a time, in order, and torch gets a stable thread.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        # Held for the whole of one message (state change + its sends): a checkpoint taken
+        # while it is free never sees a reflected event whose outputs are not handed over yet.
+        self.lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+
+    # -- inputs ------------------------------------------------------------------------------
+    async def on_event(self, message: Message) -> None:
+        m, s = self.metrics, self.settings
+        async with self.lock:
+            out = self.processor.handle_event(
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                timestamp=message.timestamp,
+            )
+            if out.status == "replayed":
+                m.replayed.inc()
+                return
+            if out.status == "duplicate":
+                m.duplicates.inc()
+                return
+            if out.status == "dlq":
+                assert out.dlq is not None
+                m.dlq.labels(reason=out.dlq["code"]).inc()
+                await self.publish(s.topic("events.dlq"), message.key, _json(out.dlq))
+                return
+            assert out.event is not None and out.recommendation is not None
+            m.events.labels(type=out.event.type).inc()
+            m.model_updates.inc()
+            body = out.recommendation.to_json()
+            await self.publish(s.topic("recommendations"), out.event.user_id.encode(), body)
+            if self.redis is not None:  # queued: the writer task pipelines it (redis_sink.py)
+                await self.redis.put_recommendation(out.event.user_id, body, out.profile)
+            m.recommendations.inc()
+            done = time.time()
+            since = message.timestamp if message.timestamp else out.received_at
+            latency = max(0.0, done - since)
+            m.latency.observe(latency)
+            m.processing.observe(max(0.0, done - out.received_at))
+            self.processor.observe_latency(latency)
+
+    async def on_item(self, message: Message) -> None:
+        m, s = self.metrics, self.settings
+        async with self.lock:
+            out = self.processor.handle_item(
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            if out.status == "replayed":
+                m.replayed.inc()
+                return
+            if out.status == "dlq":
+                assert out.dlq is not None
+                m.dlq.labels(reason=out.dlq["code"]).inc()
+                await self.publish(s.topic("events.dlq"), message.key, _json(out.dlq))
+                return
+            m.item_updates.labels(action=out.status).inc()
+            if out.status == "deleted" and self.redis is not None:
+                assert out.item is not None
+                await self.redis.delete_item(out.item.item_id)
+        m.encode_queue.set(len(self.processor.encode_queue))
+        if self.processor.encode_queue.waiting >= s.encoder_max_queue:
+            self._wakeup.set()  # a full batch is waiting: do not wait for the timer
+
+    # -- encoder -----------------------------------------------------------------------------
+    def _encode_sync(self, texts: list[str]) -> np.ndarray:
+        # Runs in the encoder thread: loading torch + BERT takes seconds, so it happens here too.
+        if self.encoder is None:
+            if self.encoder_factory is None:
+                raise RuntimeError("no encoder configured")
+            self.encoder = self.encoder_factory()
+            log.info("encoder ready: %r", self.encoder)
+        return self.encoder.encode(texts)
+
+    async def encode_pending(self) -> int:
+        """Encode everything waiting, one batch at a time, off the event loop. Returns items."""
+        loop = asyncio.get_running_loop()
+        total = 0
+        while self.processor.encode_queue.waiting:
+            batch: list[Item] = self.processor.take_encode_batch(self.settings.encoder_max_queue)
+            t0 = time.perf_counter()
+            try:
+                vectors = await loop.run_in_executor(
+                    self._pool, self._encode_sync, [item.text for item in batch]
+                )
+            except Exception as exc:
+                # The stream goes on without fresh vectors; the batch is retried next round.
+                self.processor.encode_failed(batch)
+                self.metrics.encode_errors.inc()
+                self.encoder_error = f"{type(exc).__name__}: {exc}"
+                log.error("encoder: batch of %d failed: %s", len(batch), self.encoder_error)
+                return total
+            seconds = time.perf_counter() - t0
+            ids, kept = self.processor.apply_vectors(batch, vectors)
+            self.encoder_error = None
+            m = self.metrics
+            m.encode_batch_size.observe(len(batch))
+            m.encode_batch_seconds.observe(seconds)
+            m.items_encoded.inc(len(ids))
+            m.encode_queue.set(len(self.processor.encode_queue))
+            total += len(ids)
+            if ids and self.redis is not None:
+                hashes = {item.item_id: item.text_hash for item in batch}
+                await self.redis.write_item_vectors(ids, kept, [hashes[i] for i in ids])
+        return total
+
+    async def encoder_loop(self) -> None:
+        """Every ``encoder_interval_s``, or as soon as ``encoder_max_queue`` items wait."""
+        backoff = self.settings.encoder_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):  # the interval elapsed: encode anyway
+                await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
+            self._wakeup.clear()
+            await self.encode_pending()
+            # A broken encoder (model missing, OOM) is retried slower and slower, up to a minute.
+            failing = self.encoder_error is not None
+            backoff = min(60.0, backoff * 2) if failing else self.settings.encoder_interval_s
+
+    async def redis_writer(self) -> None:
+        if self.redis is not None:
+            await self.redis.run_writer()
+
+    # -- reporting ---------------------------------------------------------------------------
+    async def consumer_lag(self, consumer: Any) -> dict[tuple[str, int], int]:
+        """End offset minus the state's position, per assigned partition."""
+        tps = sorted(consumer.assignment())
+        if not tps:
+            return {}
+        try:
+            # Asked of the broker (one ListOffsets request): exact whatever the fetch state.
+            ends = await consumer.highwaters(*tps)
+        except Exception as exc:  # metrics must never take the worker down
+            log.warning("consumer lag unavailable: %s", exc)
+            return {}
+        lags = {}
+        for tp in tps:
+            end = ends.get(tp)
+            if end is not None:
+                position = self.processor.positions.next_offset(tp.topic, tp.partition) or 0
+                lags[(tp.topic, tp.partition)] = max(0, int(end) - position)
+        return lags
+
+    def snapshot(self, lags: dict[tuple[str, int], int] | None = None) -> dict[str, Any]:
+        lags = lags or {}
+        encoder = self.encoder.stats() if self.encoder is not None else {}
+        snap = self.processor.snapshot(
+            worker=self.worker_id,
+            uptime_s=round(time.time() - self.started_at, 1),
+            encoder={
+                **encoder,
+                "device": str(getattr(self.encoder, "device", "")) or None,
+                "error": self.encoder_error,
+            },
+            consumer_lag={f"{t}[{p}]": lag for (t, p), lag in sorted(lags.items())},
+            last_checkpoint=self.last_checkpoint,
+        )
+        m = self.metrics
+        m.set_lag(lags)
+        if snap["online"][f"hr@{self.processor.k}"] is not None:
+            m.online_hit_rate.set(snap["online"][f"hr@{self.processor.k}"])
+            m.online_ndcg.set(snap["online"][f"ndcg@{self.processor.k}"])
+        if snap["coverage"] is not None:
+            m.coverage.set(snap["coverage"])
+        m.catalogue_items.set(snap["catalogue_items"])
+        m.encode_queue.set(len(self.processor.encode_queue))
+        return snap
+
+    async def publish_metrics(self, consumer: Any = None) -> dict[str, Any]:
+        lags = await self.consumer_lag(consumer) if consumer is not None else {}
+        snap = self.snapshot(lags)
+        await self.publish(self.settings.topic("metrics"), self.worker_id.encode(), _json(snap))
+        return snap
+
+    # -- checkpoints -------------------------------------------------------------------------
+    async def checkpoint(self, flush: Callable[[], Awaitable[Any]] | None = None) -> Path | None:
+        """Save model + stream state + offsets atomically (models/README.md)."""
+        if self.store is None or self.processor.changes == self._saved_changes:
+            return None  # nothing new since the last one (or since the restore)
+        async with self.lock:
+            if flush is not None:
+                # Every recommendation of a reflected event is in Kafka before the offsets that
+                # skip its event are saved: a crash right after cannot lose its output.
+                await flush()
+            if self.redis is not None:
+                # Likewise for Redis, but never wait long: it is a cache, not the state.
+                try:
+                    await asyncio.wait_for(self.redis.flush(), timeout=10)
+                except TimeoutError:
+                    log.warning("checkpoint: %d Redis writes still queued", self.redis.pending)
+            t0 = time.perf_counter()
+            # Synchronous on purpose: nothing else runs on the loop while the state is pickled.
+            path = self.processor.save_checkpoint(self.store, topic_ids=self.topic_ids)
+            seconds = time.perf_counter() - t0
+            self._saved_changes = self.processor.changes
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(seconds)
+        self.metrics.last_checkpoint.set(time.time())
+        self.last_checkpoint = {
+            "path": str(path),
+            "events_processed": self.processor.events_processed,
+            "seconds": round(seconds, 3),
+            "at": round(time.time(), 3),
+        }
+        log.info(
+            "checkpoint %s: %d events, %.3f s",
+            path.name,
+            self.processor.events_processed,
+            seconds,
+        )
+        return path
+
+    async def resume_offsets(self, consumer: Any, source_topics: set[str]) -> dict[TP, int]:
+        """Make the group's committed offsets those of the restored state (every rebalance).
+
+        Faust seeks each assigned partition to its *committed* offset right after this. Faust
+        commits acked offsets every few seconds, so after a crash its offsets are ahead of the
+        last checkpoint: resuming there would lose the events in between. Committing the
+        state's own positions first makes Faust's seek land exactly where the state ends. A
+        partition the state has never read starts from the beginning (the state is empty).
+
+        No lock: each message's state change and position move happen in one synchronous call,
+        so the positions read here always match the state, whatever an agent is awaiting.
+        """
+        assigned = [tp for tp in consumer.assignment() if tp.topic in source_topics]
+        offsets: dict[TP, int] = {}
+        unknown = []
+        for tp in assigned:
+            position = self.processor.positions.next_offset(tp.topic, tp.partition)
+            if position is None:
+                unknown.append(tp)
+            else:
+                offsets[tp] = position
+        if unknown:
+            earliest = await consumer.earliest_offsets(*unknown)
+            offsets.update({tp: int(earliest.get(tp) or 0) for tp in unknown})
+        if offsets:
+            # Consumer._commit(offsets) commits explicit offsets (Consumer.commit() would commit
+            # Faust's acked ones); it is the transport's own commit, used by every driver.
+            await consumer._commit(offsets)
+        log.info(
+            "resuming at %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(offsets.items())),
+        )
+        self.ready = True
+        return offsets
+
+    def health(self) -> dict[str, Any]:
+        stats = self.processor.recommender.stats()
+        return {
+            "status": "ok" if self.ready else "starting",
+            "ready": self.ready,
+            "worker": self.worker_id,
+            "model_version": self.processor.recommender.model_version,
+            "events_processed": self.processor.events_processed,
+            "model_events": stats.get(
+                "n_events"
+            ),  # events the model has learned, restored ones too
+            "events_by_type": dict(self.processor.counts.events_by_type),
+            "duplicates": self.processor.counts.duplicates,
+            "replayed_skipped": self.processor.counts.replayed,
+            "dlq_total": sum(self.processor.counts.dlq_by_reason.values()),
+            "users": stats.get("n_users"),
+            "items": stats.get("n_active_items"),
+            "item_vectors": stats.get("n_vectors"),
+            "encode_queue": len(self.processor.encode_queue),
+            "encoder_error": self.encoder_error,
+            "redis_errors": self.redis.errors if self.redis is not None else None,
+            "last_checkpoint": self.last_checkpoint,
+        }
+
+    def recommend(self, user_id: str, k: int) -> dict[str, Any]:
+        """A fresh list from the in-memory model (the web view; not published anywhere)."""
+        t0 = time.perf_counter()
+        items = self.processor.recommender.recommend(user_id, k)
+        return {
+            "user_id": user_id,
+            "items": [i.to_dict() for i in items],
+            # False: a cold user, served popular and fresh items.
+            "known_user": user_id in getattr(self.processor.recommender, "users", ()),
+            "model_version": self.processor.recommender.model_version,
+            "generated_at": round(time.time(), 6),
+            "latency_ms": round((time.perf_counter() - t0) * 1000.0, 3),
+        }
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

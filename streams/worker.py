@@ -1,0 +1,200 @@
+"""``recstream worker`` / ``python -m streams.worker``: run the streaming worker.
+
+Startup, before Faust takes over: create the topics (configured partitions), read their Kafka
+topic ids, restore the newest checkpoint that belongs to those topics (models/README.md), and
+install the :class:`~streams.runtime.Runtime`. Then the Faust worker runs the agents, timers
+and the web server until SIGTERM/SIGINT, which checkpoint once more on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+# Before numpy is imported (OpenBLAS reads it once): per-event scoring is one small mat-vec over
+# the item matrix, which multi-threaded OpenBLAS makes 5-10x *slower* when its threads spin against
+# the event loop, the encoder thread and the broker (9742x384: 0.9 ms on one thread, 4.5-9 ms on
+# two, on the 2-core reference machine). The BERT encoder has its own torch thread pool.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from recstream.config import Settings  # after the environment above
+
+log = logging.getLogger("recstream.worker")
+
+LOGLEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--web-port", type=int, help="HTTP port (default RECSTREAM_WEB_PORT or 6066)"
+    )
+    parser.add_argument(
+        "--loglevel", "-l", default="info", choices=LOGLEVELS, help="log level (default info)"
+    )
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def restore_processor(settings: Settings, topic_ids: dict[str, str]):
+    """The processor of the newest usable checkpoint, or a fresh one (and why, for the log)."""
+    from recstream.checkpoint import CheckpointStore
+    from recstream.pipeline import StreamProcessor
+    from recstream.recommender import Recommender
+    from streams.runtime import checkpoint_dir
+
+    store = CheckpointStore(checkpoint_dir(settings))
+    kwargs = {
+        "k": settings.k,
+        "dedup_window": settings.dedup_window,
+        "max_event_bytes": settings.max_event_bytes,
+    }
+    for ckpt in store.candidates():
+        saved = ckpt.meta.get("topic_ids", {})
+        if any(saved.get(name) != tid for name, tid in topic_ids.items()):
+            # The topics were deleted and re-created (e.g. `make clean`): the saved offsets
+            # point into a log that no longer exists. Keep the files, start from scratch.
+            aside = store.discard(f"topic ids changed: saved {saved}, now {topic_ids}")
+            log.warning("checkpoint is for other topics; moved aside to %s", aside)
+            break
+        try:
+            proc = StreamProcessor.from_checkpoint(ckpt, Recommender.load, **kwargs)
+        except Exception as exc:  # a damaged newest checkpoint falls back to the previous one
+            log.error("checkpoint %s unreadable (%s), trying an older one", ckpt.path, exc)
+            continue
+        log.info(
+            "restored %s: %d events, offsets %s",
+            ckpt.path,
+            proc.events_processed,
+            ckpt.meta.get("offsets"),
+        )
+        return store, proc
+    recommender = Recommender(seed=settings.seed, exclude=settings.exclude)
+    log.info("no checkpoint in %s: starting from an empty model", store.root)
+    return store, StreamProcessor(recommender, **kwargs)
+
+
+def build_runtime(settings: Settings):
+    """Everything the agents need, built synchronously before the event loop starts."""
+    from recstream.adapters.kafka import ensure_topics, topic_ids
+    from recstream.adapters.metrics import Metrics
+    from recstream.adapters.redis_sink import RedisSink
+    from streams.runtime import Runtime, encoder_threads
+    from streams.topics import dlq_topic, metrics_topic, recommendations_topic
+
+    ensure_topics(settings)
+    ids = topic_ids(settings, [settings.topic("events"), settings.topic("items")])
+    store, processor = restore_processor(settings, ids)
+    metrics = Metrics()
+    redis = RedisSink(
+        settings, on_error=metrics.redis_errors.inc, on_skip=metrics.redis_skipped.inc
+    )
+    outputs = {t.get_topic_name(): t for t in (recommendations_topic, dlq_topic, metrics_topic)}
+
+    async def publish(topic: str, key: bytes | None, value: bytes) -> None:
+        # Hands the message to Faust's producer (buffered); checkpoints flush it.
+        await outputs[topic].send(key=key, value=value)
+
+    def make_encoder():
+        from recstream.encoder import ItemEncoder
+
+        return ItemEncoder(
+            settings.encoder_model or None,
+            device=settings.encoder_device,
+            batch_size=settings.encoder_batch_size,
+            cache_dir=Path(settings.models_dir) / "cache" / "encoder",
+            num_threads=encoder_threads(),
+        )
+
+    # Built now, before the event loop runs: importing torch + transformers holds the GIL for
+    # seconds, which in the encoder thread would stall event processing mid-stream.
+    encoder = None
+    t0 = time.perf_counter()
+    try:
+        encoder = make_encoder()
+        log.info("encoder ready in %.1f s: %r", time.perf_counter() - t0, encoder)
+    except Exception as exc:  # the stream runs without content vectors; retried per batch
+        log.error(
+            "encoder unavailable (%s: %s); retrying in the encoder thread", type(exc).__name__, exc
+        )
+
+    return Runtime(
+        settings,
+        processor,
+        publish=publish,
+        redis=redis,
+        metrics=metrics,
+        store=store,
+        topic_ids=ids,
+        encoder=encoder,
+        encoder_factory=make_encoder,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.web_port is not None:
+        if not 0 < args.web_port < 65536:
+            raise ValueError(f"--web-port must be in 1..65535, got {args.web_port}")
+        # Settings is the one source of configuration: the option is passed as its variable.
+        os.environ["RECSTREAM_WEB_PORT"] = str(args.web_port)
+    settings = Settings.from_env()
+    if not _port_free(settings.web_port):
+        print(
+            f"recstream worker: error: web port {settings.web_port} is in use "
+            "(another worker? use --web-port)",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+    )
+    # kafka-python (topic admin at startup) logs every connection at INFO.
+    logging.getLogger("kafka").setLevel(
+        max(logging.WARNING, logging.getLevelName(args.loglevel.upper()))
+    )
+    import faust
+
+    import streams.agents  # registers the agents, timers and hooks
+    import streams.web  # noqa: F401  (registers the views)
+    from streams import runtime
+    from streams.app import app
+
+    try:
+        rt = build_runtime(settings)
+    except ConnectionError as exc:
+        print(f"recstream worker: error: {exc}", file=sys.stderr)
+        return 1
+    runtime.install(rt)
+    Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf
+    log.info(
+        "worker %s: topics %s.*, web http://127.0.0.1:%d, checkpoints %s",
+        rt.worker_id,
+        settings.topic_prefix,
+        settings.web_port,
+        rt.store.root if rt.store else None,
+    )
+    worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()  # returns only by SystemExit
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streams.worker", description=__doc__)
+    configure_parser(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The worker's Redis sink against the real Redis: pipelined, coalesced writes with TTLs, and an
+unreachable Redis that costs counted errors, never an exception in the event path."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import numpy as np
+import redis
+
+from recstream.adapters.redis_sink import RedisSink, decode_vector
+from recstream.config import Settings
+
+
+def test_queued_writes_are_coalesced_pipelined_and_expire(redis_url: str) -> None:
+    prefix = f"it-sink-{uuid.uuid4().hex[:8]}"
+    settings = Settings(redis_url=redis_url, redis_prefix=prefix, recs_ttl_s=120)
+    profile = np.linspace(-1, 1, 384, dtype=np.float32)
+
+    async def scenario() -> RedisSink:
+        sink = RedisSink(settings)
+        writer = asyncio.create_task(sink.run_writer())
+        for n in range(50):  # five users, ten lists each: only the last list of each matters
+            await sink.put_recommendation(f"u{n % 5}", f'{{"n": {n}}}'.encode(), profile)
+        await asyncio.wait_for(sink.flush(), 10)
+        await sink.write_item_vectors(["i1"], profile[None, :], ["hash-1"])
+        await sink.delete_item("i-gone")
+        writer.cancel()
+        await sink.close()
+        return sink
+
+    sink = asyncio.run(scenario())
+    assert sink.errors == 0 and sink.writes <= 50
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for u in range(5):
+            assert client.get(f"{prefix}:recs:u{u}") == f'{{"n": {45 + u}}}'.encode()
+            assert 0 < client.ttl(f"{prefix}:recs:u{u}") <= 120
+            stored = client.hgetall(f"{prefix}:user:u{u}")
+            assert int(stored[b"dim"]) == 384
+            assert np.array_equal(decode_vector(stored[b"vec"]), profile)
+        item = client.hgetall(f"{prefix}:item:i1")
+        assert item[b"text_hash"] == b"hash-1" and len(item[b"vec"]) == 384 * 4
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_unreachable_redis_is_counted_and_backed_off() -> None:
+    settings = Settings(redis_url="redis://:x@127.0.0.1:1/0")  # nothing listens on port 1
+    errors, skipped = [], []
+
+    async def scenario() -> RedisSink:
+        sink = RedisSink(
+            settings, on_error=lambda: errors.append(1), on_skip=lambda: skipped.append(1)
+        )
+        writer = asyncio.create_task(sink.run_writer())
+        for n in range(20):
+            await sink.put_recommendation(f"u{n}", b"{}", None)
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(sink.flush(), 10)
+        writer.cancel()
+        return sink
+
+    sink = asyncio.run(scenario())
+    # One failed connection, then writes are skipped during the back-off instead of each one
+    # waiting for a connection timeout.
+    assert sink.errors == len(errors) >= 1 and len(errors) < 5
+    assert len(skipped) >= 10 and sink.writes == 0
+    assert "Connection" in (sink.last_error or "") or "Error" in (sink.last_error or "")

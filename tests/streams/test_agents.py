@@ -1,0 +1,214 @@
+"""The Faust agents in ``agent.test_context()`` (no broker, no Redis): routing and message shapes.
+
+The runtime is the real one around a real Recommender; only its two exits are replaced: Kafka
+sends are recorded by a fake ``publish`` and Redis writes by a recording sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recstream.config import Settings
+from recstream.events import Item
+from recstream.pipeline import StreamProcessor
+from recstream.recommender import Recommender
+from streams import runtime
+from streams.agents import process_events, process_items
+from streams.app import settings as app_settings
+
+
+class RecordingRedis:
+    """Stands in for RedisSink: these tests check what the agents hand to it, not Redis."""
+
+    def __init__(self) -> None:
+        self.recs: dict[str, bytes] = {}
+        self.profiles: dict[str, np.ndarray | None] = {}
+        self.deleted: list[str] = []
+        self.errors = 0
+
+    async def put_recommendation(self, user_id: str, body: bytes, profile: Any) -> None:
+        self.recs[user_id] = body
+        self.profiles[user_id] = profile
+
+    async def write_item_vectors(self, ids: Any, vectors: Any, hashes: Any) -> bool:
+        return True
+
+    async def delete_item(self, item_id: str) -> bool:
+        self.deleted.append(item_id)
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.settings: Settings = app_settings
+        self.sent: list[tuple[str, bytes | None, dict]] = []
+        self.redis = RecordingRedis()
+        recommender = Recommender(seed=1)
+        for i in range(20):
+            recommender.upsert_item(Item(f"i{i}", title=f"item {i}"))
+        self.processor = StreamProcessor(recommender, k=5, dedup_window=1000, max_event_bytes=2048)
+
+        async def publish(topic: str, key: bytes | None, value: bytes) -> None:
+            self.sent.append((topic, key, json.loads(value)))
+
+        self.runtime = runtime.Runtime(
+            self.settings,
+            self.processor,
+            publish=publish,
+            redis=self.redis,  # type: ignore[arg-type]
+        )
+
+    def on(self, name: str) -> list[tuple[bytes | None, dict]]:
+        topic = self.settings.topic(name)
+        return [(k, v) for t, k, v in self.sent if t == topic]
+
+
+@pytest.fixture
+def harness() -> Any:
+    h = Harness()
+    runtime.install(h.runtime)
+    yield h
+    runtime.install(None)
+
+
+def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro_fn(), timeout=30))
+
+
+def event(user: str, item: str, type_: str = "view", event_id: str | None = None) -> bytes:
+    body: dict[str, Any] = {"user_id": user, "item_id": item, "type": type_, "ts": 100.0}
+    if event_id:
+        body["event_id"] = event_id
+    return json.dumps(body).encode()
+
+
+def test_valid_event_publishes_recommendation_with_interface_shape(harness: Harness) -> None:
+    async def scenario() -> None:
+        async with process_events.test_context() as agent:
+            await agent.put(event("u1", "i3", "purchase", "e-1"), key=b"u1", partition=0)
+
+    t0 = time.time()
+    run(scenario)
+    recs = harness.on("recommendations")
+    assert len(recs) == 1
+    key, rec = recs[0]
+    assert key == b"u1"
+    assert set(rec) == {
+        "user_id",
+        "items",
+        "trigger_event_id",
+        "model_version",
+        "generated_at",
+        "latency_ms",
+    }
+    assert rec["user_id"] == "u1" and rec["trigger_event_id"] == "e-1"
+    assert rec["model_version"] == harness.processor.recommender.model_version
+    assert rec["generated_at"] >= t0 and rec["latency_ms"] >= 0
+    assert len(rec["items"]) == 5
+    for it in rec["items"]:
+        assert set(it) == {"item_id", "score", "reason"} and it["reason"]
+    assert "i3" not in [it["item_id"] for it in rec["items"]]  # purchased: excluded
+    # The same JSON went to Redis, byte for byte.
+    assert json.loads(harness.redis.recs["u1"]) == rec
+    assert harness.on("events.dlq") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{not json", "bad_json"),
+        (b'{"user_id": "u1", "type": "view"}', "missing_field"),
+        (b'{"user_id": "u1", "item_id": "i1", "type": "like"}', "unknown_type"),
+        (b"\xff\xfe\x00garbage", "not_utf8"),
+        (b'{"user_id": "u1", "item_id": "' + b"x" * 4000 + b'", "type": "view"}', "oversized"),
+    ],
+)
+def test_invalid_event_goes_to_dlq_and_the_stream_goes_on(
+    harness: Harness, raw: bytes, code: str
+) -> None:
+    async def scenario() -> None:
+        async with process_events.test_context() as agent:
+            await agent.put(event("u1", "i1"), key=b"u1", partition=0)
+            await agent.put(raw, key=b"u1", partition=0)
+            await agent.put(event("u2", "i2"), key=b"u2", partition=0)
+
+    run(scenario)
+    dlq = harness.on("events.dlq")
+    assert len(dlq) == 1
+    key, record = dlq[0]
+    assert key == b"u1"
+    assert record["code"] == code and record["reason"]
+    assert record["topic"] == harness.settings.topic("events")
+    assert record["partition"] == 0 and record["offset"] == 1
+    if code == "not_utf8":
+        assert record["raw_encoding"] == "base64"
+    elif code == "oversized":
+        assert record["raw_truncated"] and record["raw_bytes"] == len(raw)
+    else:
+        assert record["raw_encoding"] == "utf-8" and record["raw"] == raw.decode()
+    # The good events on both sides of the bad one were processed.
+    assert [v["user_id"] for _, v in harness.on("recommendations")] == ["u1", "u2"]
+    snapshot = harness.processor.snapshot()
+    assert snapshot["dlq_by_reason"] == {code: 1}
+    assert snapshot["events_processed"] == 2
+
+
+def test_duplicate_event_id_is_learned_once(harness: Harness) -> None:
+    async def scenario() -> None:
+        async with process_events.test_context() as agent:
+            for _ in range(3):  # the producer retried: same event_id, new offsets
+                await agent.put(event("u1", "i4", "click", "e-dup"), key=b"u1", partition=0)
+            await agent.put(event("u1", "i5", "click", "e-other"), key=b"u1", partition=0)
+
+    run(scenario)
+    recs = harness.on("recommendations")
+    assert [r["trigger_event_id"] for _, r in recs] == ["e-dup", "e-other"]
+    assert harness.processor.counts.duplicates == 2
+    assert harness.processor.recommender.n_events == 2
+
+
+def test_redelivered_offset_is_skipped(harness: Harness) -> None:
+    # As after a restart from a checkpoint: offsets below the saved position are not re-learned.
+    harness.processor.positions.accept(harness.settings.topic("events"), 0, 1)
+
+    async def scenario() -> None:
+        async with process_events.test_context() as agent:
+            await agent.put(event("u1", "i1", event_id="old-0"), key=b"u1", partition=0)  # @0
+            await agent.put(event("u1", "i2", event_id="old-1"), key=b"u1", partition=0)  # @1
+            await agent.put(event("u1", "i3", event_id="new-2"), key=b"u1", partition=0)  # @2
+
+    run(scenario)
+    assert [r["trigger_event_id"] for _, r in harness.on("recommendations")] == ["new-2"]
+    assert harness.processor.counts.replayed == 2
+
+
+def test_items_agent_upserts_queues_encoding_and_deletes(harness: Harness) -> None:
+    async def scenario() -> None:
+        async with process_items.test_context() as agent:
+            new = {"item_id": "n1", "title": "Galaxy Robot", "description": "space opera"}
+            await agent.put(json.dumps(new).encode(), key=b"n1", partition=0)
+            await agent.put(json.dumps(new).encode(), key=b"n1", partition=0)  # unchanged
+            await agent.put(b'{"title": "no id"}', key=None, partition=0)
+            gone = {"item_id": "i0", "deleted": True}
+            await agent.put(json.dumps(gone).encode(), key=b"i0", partition=0)
+        async with process_events.test_context() as agent:
+            await agent.put(event("u9", "i1"), key=b"u9", partition=0)
+
+    run(scenario)
+    queued = [i.item_id for i in harness.processor.encode_queue.items()]
+    assert queued == ["n1"]  # queued once: the second upsert had the same text
+    ((_, record),) = harness.on("events.dlq")
+    assert record["code"] == "missing_field" and record["topic"] == harness.settings.topic("items")
+    assert harness.redis.deleted == ["i0"]
+    ((_, rec),) = harness.on("recommendations")
+    assert "i0" not in [it["item_id"] for it in rec["items"]]
