@@ -1,0 +1,387 @@
+"""The hybrid recommender: co-visitation + MF + content similarity + popularity, per event.
+
+Every event updates, in O(window) time: the user's state and content profile
+(:mod:`recstream.state`), item co-visitation (:mod:`recstream.covisit`), the implicit MF
+(:mod:`recstream.mf`), time-decayed popularity (:mod:`recstream.popularity`) and the items'
+first-seen clock. ``recommend`` scores *every* item with numpy vector operations over one shared
+item index (:mod:`recstream.index`), normalises each signal, sums them with the weights of
+:class:`RecommenderConfig` and returns the top K, each with the reason of its largest
+contribution.
+
+Cold users (no events) get popular-now and fresh items. Cold items (new, few or no events) are
+reachable through content similarity (they have text, hence a vector, before they have clicks)
+and the fresh-item prior.
+
+>>> from recstream.events import Event, Item
+>>> rec = Recommender()
+>>> for i in ("a", "b", "c", "d"):
+...     _ = rec.upsert_item(Item(i, title=f"item {i}"))
+>>> stream = [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "a")]
+>>> for n, (u, i) in enumerate(stream):
+...     rec.learn(Event(f"e{n}", u, i, "purchase", float(n)))
+>>> [(r.item_id, r.reason) for r in rec.recommend("u3", k=1)]
+[('b', 'bought together with a')]
+>>> [r.item_id for r in rec.recommend("new-user", k=2)]
+['a', 'b']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recstream.covisit import CoVisitation
+from recstream.events import Event, Item, ScoredItem
+from recstream.index import ItemIndex, grow, top_k
+from recstream.mf import ImplicitMF
+from recstream.popularity import Popularity
+from recstream.state import DEFAULT_EVENT_WEIGHTS, EXCLUDE_MODES, UserStore
+
+__all__ = ["Recommender", "RecommenderConfig"]
+
+_SIGNAL_REASONS = {
+    "covisit": "often bought together",
+    "mf": "matches your taste",
+    "content": "similar to what you like",
+    "popularity": "popular now",
+    "fresh": "new and trending",
+}
+_PAST = {"purchase": "purchased", "click": "clicked", "view": "viewed"}
+
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """Weights and hyper-parameters of the hybrid.
+
+    The weights were chosen on ml-latest-small (docs/evaluation/README.md records the search);
+    nothing in them is specific to that data: decays count events, scales are per-request.
+    """
+
+    # --- signal weights: each signal is scaled to [0, 1] over the candidates, then weighted ---
+    w_covisit: float = 1.0  # co-visited with the user's recent items: the strongest signal
+    w_mf: float = 0.3  # long-term taste from the implicit MF
+    w_content: float = 2.0  # BERT similarity to the user's recent profile: reaches cold items
+    w_popularity: float = 0.4  # what is popular right now (log-scaled decayed counts)
+    w_fresh: float = 0.6  # items whose first event is recent: new items attract purchases
+    # --- event types --------------------------------------------------------------------------
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    # --- co-visitation ------------------------------------------------------------------------
+    covisit_window: int = 20  # pairs are counted within the user's last N events
+    covisit_recency: float = 0.9  # weight per step back in the user's history when scoring
+    covisit_neighbors: int = 0  # >0: each recent item contributes only its N nearest items
+    # --- MF -----------------------------------------------------------------------------------
+    mf_factors: int = 32
+    mf_lr: float = 0.02
+    mf_l2: float = 0.01
+    mf_negatives: int = 2  # per positive (4 scores the same in the hybrid, and costs more)
+    mf_optimizer: str = "sgd"  # "sgd" | "adam" | "adagrad" (River's)
+    # --- content and popularity ---------------------------------------------------------------
+    profile_decay: float = 0.5  # per event: the profile is the user's current interest
+    popularity_half_life: float = 2000.0  # in events: "popular now" = the last few thousand
+    fresh_half_life: float = 2000.0  # in events since the item's first event
+    recent_size: int = 50  # events kept per user
+    content_dim: int = 128  # score content in a PCA projection this wide (0: full vectors)
+
+    def digest(self) -> str:
+        raw = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.blake2b(raw, digest_size=4).hexdigest()
+
+
+# (Boolean indexing then plain reductions is ~2x faster than ``np.max(x, where=mask)``.)
+def _unit(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Scale ``x`` so its maximum over ``mask`` is 1 (non-negative signals); zeros stay zero."""
+    selected = x[mask]
+    top = float(selected.max()) if selected.size else 0.0
+    return x / top if top > 0 else np.zeros_like(x)
+
+
+def _minmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Min-max scale ``x`` to [0, 1] over ``mask`` (signed signals such as MF scores)."""
+    selected = x[mask]
+    if not selected.size:
+        return np.zeros_like(x)
+    lo, hi = float(selected.min()), float(selected.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+class Recommender:
+    """Hybrid streaming recommender (module docstring).
+
+    Parameters
+    ----------
+    config
+        Weights and hyper-parameters; ``None`` uses the defaults.
+    seed
+        Seeds the MF initialisation and its negative sampling.
+    exclude
+        Default exclusion: ``"purchased"`` (never recommend an item the user bought) or
+        ``"seen"`` (nor any item the user interacted with).
+    """
+
+    def __init__(
+        self, config: RecommenderConfig | None = None, *, seed: int = 42, exclude: str = "purchased"
+    ) -> None:
+        if exclude not in EXCLUDE_MODES:
+            raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {exclude!r}")
+        self.config = config or RecommenderConfig()
+        self.seed = seed
+        self.exclude = exclude
+        c = self.config
+        self.index = ItemIndex(reduce_dim=c.content_dim or None)
+        self.users = UserStore(
+            recent_size=c.recent_size, weights=c.event_weights, profile_decay=c.profile_decay
+        )
+        shared = {"index": self.index, "users": self.users}
+        self.covisit = CoVisitation(
+            window=c.covisit_window,
+            weights=c.event_weights,
+            recency=c.covisit_recency,
+            tie_break=False,  # ties are settled by the other signals
+            max_neighbors=c.covisit_neighbors or None,
+            **shared,
+        )
+        self.mf = ImplicitMF(
+            n_factors=c.mf_factors,
+            lr=c.mf_lr,
+            l2=c.mf_l2,
+            n_negatives=c.mf_negatives,
+            optimizer=c.mf_optimizer,
+            weights=c.event_weights,
+            seed=seed,
+            **shared,
+        )
+        self.popularity = Popularity(
+            weights=c.event_weights, half_life=c.popularity_half_life, clock="events", **shared
+        )
+        # Fresh-item prior: a decayed counter that counts only each item's first appearance
+        # (its first event, or its upsert when it is released mid-stream; the catalogue loaded
+        # before the stream does not count), so its score is 2 ** (-age in events / half-life).
+        self.fresh = Popularity(
+            weights=dict.fromkeys(("view", "click", "purchase"), 1.0),
+            half_life=c.fresh_half_life,
+            clock="events",
+            **shared,
+        )
+        self._fresh_marked = np.zeros(0, dtype=bool)
+        self._text_hash: dict[str, str] = {}
+        self.n_events = 0
+
+    # -- catalogue ---------------------------------------------------------------------------
+    @property
+    def model_version(self) -> str:
+        """Changes whenever the weights (any event) or the configuration change."""
+        return f"hybrid-{self.config.digest()}-{self.n_events}"
+
+    def upsert_item(self, item: Item) -> bool:
+        """Add or update a catalogue item; True when it needs (re-)encoding (new or new text).
+
+        A changed item keeps its old vector until the new one arrives: slightly stale content
+        is better than none.
+        """
+        if item.deleted:
+            self.delete_item(item.item_id)
+            return False
+        is_new = item.item_id not in self.index
+        row = self.index.activate(item.item_id)
+        if is_new and self.n_events > 0:
+            # released while the stream runs: fresh from now, before its first event
+            self._mark_fresh(row)
+        digest = item.text_hash
+        changed = self._text_hash.get(item.item_id) != digest
+        self._text_hash[item.item_id] = digest
+        return changed
+
+    def delete_item(self, item_id: str) -> None:
+        """Never recommend ``item_id`` again (until it is upserted again)."""
+        self.index.delete(item_id)
+
+    def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Store content vectors (float32, L2-normalised) for ``item_ids``."""
+        self.index.set_vectors(list(item_ids), vectors)
+
+    # -- learning ----------------------------------------------------------------------------
+    def learn(self, event: Event) -> None:
+        """Update every signal with one event; unknown items join the catalogue."""
+        c_weights = self.config.event_weights
+        row = self.index.add(event.item_id)
+        self.n_events += 1
+        self._mark_fresh(row)
+        # MF first: its negative sampler must see the user's history *before* this event
+        # (the positive itself is never drawn, so the order only matters for clarity).
+        self.mf.update(event.user_id, row, event.type)
+        self.covisit.update(event.user_id, row, event.type)
+        self.popularity.add(row, c_weights.get(event.type, 0.0), float(self.n_events))
+        self.users.update(event, row, self.index.vector(event.item_id))
+
+    def _mark_fresh(self, row: int) -> None:
+        """Start the fresh-item clock of ``row`` at its first appearance (upsert or event)."""
+        self._fresh_marked = grow(self._fresh_marked, row + 1, fill=False)
+        if not self._fresh_marked[row]:
+            self._fresh_marked[row] = True
+            self.fresh.add(row, 1.0, float(self.n_events))
+
+    # -- scoring -----------------------------------------------------------------------------
+    def _signals(self, user_id: str, valid: np.ndarray) -> dict[str, np.ndarray]:
+        c = self.config
+        out: dict[str, np.ndarray] = {}
+        now = float(self.n_events)
+        pop = np.log1p(self.popularity.values(now))
+        out["popularity"] = _unit(pop, valid)
+        out["fresh"] = self.fresh.values(now)  # already in [0, 1]
+        state = self.users.get(user_id)
+        if state is None:
+            return out
+        if c.w_covisit:
+            out["covisit"] = _unit(self.covisit.score(user_id), valid)
+        if c.w_mf:
+            out["mf"] = _minmax(self.mf.score(user_id), valid)
+        profile = state.profile()
+        if c.w_content and profile is not None and self.index.n_vectors:
+            sim = self.index.similarity(profile, approx=True)
+            has = self.index.has_vector
+            # min-max over the candidates: raw cosines of sentence embeddings crowd into a
+            # narrow band, so only their spread carries information
+            out["content"] = np.where(has, _minmax(sim, valid & has), 0.0)
+        return out
+
+    def _weights(self) -> dict[str, float]:
+        c = self.config
+        return {
+            "covisit": c.w_covisit,
+            "mf": c.w_mf,
+            "content": c.w_content,
+            "popularity": c.w_popularity,
+            "fresh": c.w_fresh,
+        }
+
+    def recommend(
+        self, user_id: str, k: int = 10, *, exclude: str | None = None
+    ) -> list[ScoredItem]:
+        """The ``k`` best items for ``user_id``, best first, each with a short reason."""
+        mode = exclude or self.exclude
+        if mode not in EXCLUDE_MODES:
+            raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {mode!r}")
+        n = len(self.index)
+        if n == 0 or k <= 0:
+            return []
+        state = self.users.get(user_id)
+        valid = self.index.active.copy()
+        if state is not None:
+            excluded = state.excluded(mode)
+            if excluded:
+                valid[np.fromiter(excluded, dtype=np.intp, count=len(excluded))] = False
+        weights = self._weights()
+        signals = self._signals(user_id, valid)
+        total = np.zeros(n, dtype=np.float64)
+        for name, s in signals.items():
+            total += weights[name] * s
+        rows = top_k(total, k, valid=valid)
+        reasons = self._reasons(rows, user_id, state, signals)
+        ids = self.index.ids
+        return [
+            ScoredItem(ids[r], float(total[r]), reason)
+            for r, reason in zip(rows, reasons, strict=True)
+        ]
+
+    def _reasons(
+        self, rows: np.ndarray, user_id: str, state, signals: dict[str, np.ndarray]
+    ) -> list[str]:
+        """One short reason per row: the signal that contributed most to its score."""
+        weights = self._weights()
+        names = list(signals)
+        contributions = np.stack([weights[name] * signals[name][rows] for name in names])
+        best = [names[j] for j in contributions.argmax(axis=0)]
+        content_anchor = self._content_anchors(rows, best, state)
+        covisit_history = [r for r, _ in reversed(self.covisit._history.get(user_id, ()))]
+        reasons = []
+        for row, name in zip(rows, best, strict=True):
+            reason = _SIGNAL_REASONS[name]
+            if name == "covisit" and state is not None:
+                anchor = self.covisit.explain(int(row), covisit_history)
+                if anchor is not None:
+                    bought = self.index.rows[anchor] in state.purchased
+                    reason = f"{'bought' if bought else 'viewed'} together with {anchor}"
+            elif name == "content" and int(row) in content_anchor:
+                item_id, type_ = content_anchor[int(row)]
+                reason = f"similar to {item_id} you {_PAST[type_]}"
+            reasons.append(reason)
+        return reasons
+
+    def _content_anchors(self, rows, best, state) -> dict[int, tuple[str, str]]:
+        """For rows recommended for content: the most similar of the user's recent items."""
+        targets = [int(r) for r, name in zip(rows, best, strict=True) if name == "content"]
+        if not targets or state is None:
+            return {}
+        has = self.index.has_vector
+        # the profile decays fast, so the anchor is looked for among the latest items only
+        recent = [(r, t) for r, t, _ in list(state.recent)[-10:] if has[r]]
+        if not recent:
+            return {}
+        vectors = self.index.vectors
+        sims = vectors[[r for r, _ in recent]] @ vectors[targets].T  # (n_recent, n_targets)
+        best = sims.argmax(axis=0)
+        ids = self.index.ids
+        return {
+            target: (ids[recent[i][0]], recent[i][1])
+            for target, i in zip(targets, best.tolist(), strict=True)
+        }
+
+    # -- introspection -----------------------------------------------------------------------
+    def user_profile(self, user_id: str) -> np.ndarray | None:
+        """The user's content profile (L2-normalised float32), or None before any vector."""
+        state = self.users.get(user_id)
+        return None if state is None else state.profile()
+
+    def stats(self) -> dict[str, int | float]:
+        n = len(self.index)
+        return {
+            "n_users": len(self.users),
+            "n_items": n,
+            "n_active_items": int(np.count_nonzero(self.index.active)),
+            "n_events": self.n_events,
+            "n_vectors": self.index.n_vectors,
+            "n_covisit_pairs": self.covisit.n_pairs,
+            "mf_factors": self.config.mf_factors,
+        }
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the whole model to one file atomically (temporary file + ``os.replace``).
+
+        The format is a pickle: load only files you wrote yourself.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump({"format": _FORMAT_VERSION, "model": self}, f, protocol=5)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Read a model written by :meth:`save`."""
+        with Path(path).open("rb") as f:
+            data = pickle.load(f)
+        if not isinstance(data, dict) or data.get("format") != _FORMAT_VERSION:
+            raise ValueError(f"{path}: not a recstream model file (format {_FORMAT_VERSION})")
+        model = data["model"]
+        if not isinstance(model, cls):
+            raise ValueError(f"{path}: holds a {type(model).__name__}, not a {cls.__name__}")
+        return model

@@ -1,0 +1,218 @@
+"""Online user state, and the small base every streaming model in recstream shares.
+
+A :class:`UserState` is everything the recommenders need to know about one user, updated in O(1)
+per event: the recent items (all types, newest last), the items seen and purchased (for
+exclusion), counts by event type, first/last seen times, the current session, and a content
+*profile*: the decayed, event-type-weighted mean of the vectors of the items the user touched.
+
+Sessions follow ``event.context["session_id"]`` when the producer sends one, otherwise a new
+session starts after ``session_gap_s`` seconds of inactivity.
+
+>>> import numpy as np
+>>> from recstream.events import Event
+>>> users = UserStore(recent_size=3)
+>>> s = users.update(Event("e1", "u1", "i1", "view", 10.0), row=0, vector=np.array([1.0, 0.0]))
+>>> s = users.update(Event("e2", "u1", "i2", "purchase", 20.0), row=1, vector=np.array([0.0, 1.0]))
+>>> s.counts, sorted(s.seen), sorted(s.purchased), s.n_sessions
+({'view': 1, 'purchase': 1}, [0, 1], [1], 1)
+>>> [round(float(x), 3) for x in s.profile()]  # the purchase weighs more than the view
+[0.231, 0.973]
+>>> s = users.update(Event("e3", "u1", "i3", "click", 99999.0), row=2)
+>>> s.n_sessions, [r for r, _, _ in s.recent]
+(2, [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recstream.events import Event, ScoredItem
+from recstream.index import ItemIndex, top_k
+
+__all__ = [
+    "DEFAULT_EVENT_WEIGHTS",
+    "EXCLUDE_MODES",
+    "StreamModel",
+    "UserState",
+    "UserStore",
+]
+
+# How much an event says about a user's interest. A purchase is the strongest signal; a view is
+# weak but not nothing (the user chose to look). Used by every model unless overridden.
+DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = {"view": 0.25, "click": 0.5, "purchase": 1.0}
+EXCLUDE_MODES = ("purchased", "seen")
+
+
+@dataclass(slots=True)
+class UserState:
+    """What one user did; see the module docstring."""
+
+    recent: deque = field(default_factory=deque)  # (row, type, ts), newest last, bounded
+    seen: set[int] = field(default_factory=set)  # rows of every item interacted with
+    purchased: set[int] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    n_events: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    session_id: str | None = None
+    session_start: float = 0.0
+    n_sessions: int = 0
+    profile_sum: np.ndarray | None = None  # decayed weighted sum of item vectors
+    profile_weight: float = 0.0
+
+    def profile(self) -> np.ndarray | None:
+        """The L2-normalised content profile, or ``None`` before any item with a vector."""
+        if self.profile_sum is None:
+            return None
+        norm = float(np.linalg.norm(self.profile_sum))
+        if norm == 0.0:
+            return None
+        return (self.profile_sum / norm).astype(np.float32)
+
+    def recent_items(self, type_: str | None = None) -> list[int]:
+        """Rows of the recent events (newest last), optionally of one event type only."""
+        return [row for row, t, _ in self.recent if type_ is None or t == type_]
+
+    def excluded(self, mode: str) -> set[int]:
+        if mode == "purchased":
+            return self.purchased
+        if mode == "seen":
+            return self.seen
+        raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {mode!r}")
+
+
+class UserStore:
+    """All users' :class:`UserState`, updated one event at a time.
+
+    Parameters
+    ----------
+    recent_size
+        How many recent events each user keeps (the window every model reads).
+    weights
+        Event-type weights for the profile vector.
+    profile_decay
+        Each new contribution multiplies older ones by this factor, so the profile follows the
+        user's current taste (0.95: the last ~20 items dominate).
+    session_gap_s
+        Inactivity that starts a new session when events carry no ``session_id``.
+    """
+
+    def __init__(
+        self,
+        recent_size: int = 50,
+        weights: Mapping[str, float] | None = None,
+        profile_decay: float = 0.95,
+        session_gap_s: float = 30 * 60,
+    ) -> None:
+        self.recent_size = recent_size
+        self.weights = dict(DEFAULT_EVENT_WEIGHTS if weights is None else weights)
+        self.profile_decay = profile_decay
+        self.session_gap_s = session_gap_s
+        self._users: dict[str, UserState] = {}
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._users
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._users)
+
+    def get(self, user_id: str) -> UserState | None:
+        return self._users.get(user_id)
+
+    def update(self, event: Event, row: int, vector: np.ndarray | None = None) -> UserState:
+        """Record ``event`` (whose item is at ``row``); ``vector`` feeds the profile."""
+        state = self._users.get(event.user_id)
+        if state is None:
+            state = UserState(recent=deque(maxlen=self.recent_size), first_seen=event.ts)
+            self._users[event.user_id] = state
+        session_id = event.context.get("session_id") if event.context else None
+        if session_id is not None:
+            new_session = session_id != state.session_id
+        else:
+            new_session = state.n_events == 0 or event.ts - state.last_seen > self.session_gap_s
+        if new_session:
+            state.session_id = session_id
+            state.session_start = event.ts
+            state.n_sessions += 1
+        state.recent.append((row, event.type, event.ts))
+        state.seen.add(row)
+        if event.type == "purchase":
+            state.purchased.add(row)
+        state.counts[event.type] = state.counts.get(event.type, 0) + 1
+        state.n_events += 1
+        state.last_seen = max(state.last_seen, event.ts)
+        if vector is not None:
+            self.add_to_profile(state, vector, self.weights.get(event.type, 1.0))
+        return state
+
+    def add_to_profile(self, state: UserState, vector: np.ndarray, weight: float) -> None:
+        vector = np.asarray(vector, dtype=np.float32)
+        if state.profile_sum is None or state.profile_sum.shape != vector.shape:
+            state.profile_sum = np.zeros_like(vector)
+            state.profile_weight = 0.0
+        state.profile_sum *= self.profile_decay
+        state.profile_sum += weight * vector
+        state.profile_weight = self.profile_decay * state.profile_weight + weight
+
+
+class StreamModel:
+    """Shared plumbing of the streaming models: items index, user store, exclusion, top-K.
+
+    A subclass implements ``learn(event)`` (calling :meth:`_observe` for the bookkeeping) and
+    ``score(user_id) -> np.ndarray`` over the index rows (higher is better); ``recommend`` is
+    common. Scores are one numpy array per user over the whole catalogue: never one call per item.
+    """
+
+    reason_text = "recommended"
+
+    def __init__(
+        self,
+        *,
+        exclude: str = "purchased",
+        index: ItemIndex | None = None,
+        users: UserStore | None = None,
+    ) -> None:
+        if exclude not in EXCLUDE_MODES:
+            raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {exclude!r}")
+        self.exclude = exclude
+        self.index = index if index is not None else ItemIndex()
+        self.users = users if users is not None else UserStore()
+        self.n_events = 0
+
+    def add_items(self, item_ids: Iterable[str]) -> None:
+        """Register catalogue items so they can be recommended before any event."""
+        for item_id in item_ids:
+            self.index.add(item_id)
+
+    def _observe(self, event: Event) -> tuple[int, UserState]:
+        row = self.index.add(event.item_id)
+        state = self.users.update(event, row)
+        self.n_events += 1
+        return row, state
+
+    def score(self, user_id: str) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _rank(self, user_id: str, k: int, exclude: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, top-``k`` rows) for ``user_id``, excluded and deleted items removed."""
+        mode = exclude or self.exclude
+        if mode not in EXCLUDE_MODES:
+            raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {mode!r}")
+        scores = self.score(user_id)
+        state = self.users.get(user_id)
+        excluded = list(state.excluded(mode)) if state is not None else []
+        return scores, top_k(scores, k, exclude=excluded, valid=self.index.active)
+
+    def recommend(
+        self, user_id: str, k: int = 10, *, exclude: str | None = None
+    ) -> list[ScoredItem]:
+        """The ``k`` best items for ``user_id``, best first, as :class:`ScoredItem`."""
+        scores, rows = self._rank(user_id, k, exclude)
+        return [ScoredItem(self.index.ids[r], float(scores[r]), self.reason_text) for r in rows]

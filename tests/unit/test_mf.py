@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+
+from recstream.datasets import synthetic_stream
+from recstream.events import Event
+from recstream.mf import ISGD, ImplicitMF
+
+
+def events(pairs, type_="purchase"):
+    return [Event(f"e{n}", u, i, type_, float(n)) for n, (u, i) in enumerate(pairs)]
+
+
+TWO_GROUPS = [
+    ("u1", "a"),
+    ("u1", "b"),
+    ("u2", "a"),
+    ("u2", "b"),
+    ("u3", "c"),
+    ("u3", "d"),
+    ("u4", "c"),
+    ("u4", "d"),
+    ("u5", "a"),
+    ("u6", "c"),
+] * 40
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adagrad"])
+def test_learns_co_preferences_with_each_river_optimizer(optimizer):
+    lr = {"sgd": 0.05, "adam": 0.005, "adagrad": 0.05}[optimizer]  # Adam steps are ~lr each
+    mf = ImplicitMF(n_factors=8, lr=lr, n_negatives=2, optimizer=optimizer, seed=3)
+    mf.add_items("abcdefgh")
+    for e in events(TWO_GROUPS):
+        mf.learn(e)
+    assert mf.recommend("u5", k=1)[0].item_id == "b"
+    assert mf.recommend("u6", k=1)[0].item_id == "d"
+    assert mf.predict("u5", "b") > mf.predict("u5", "d")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adagrad"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_numpy_engine_reproduces_river_exactly_without_negatives(optimizer, bias):
+    stream = events(TWO_GROUPS[:60])
+    kwargs = dict(n_factors=4, lr=0.05, l2=0.01, n_negatives=0, seed=5, optimizer=optimizer)
+    kwargs["bias"] = bias  # BiasedMF, or FunkMF
+    fast = ImplicitMF(engine="numpy", **kwargs)
+    ref = ImplicitMF(engine="river", **kwargs)
+    for e in stream:
+        fast.learn(e)
+        ref.learn(e)
+    np.testing.assert_allclose(fast.item_factors, ref.item_factors, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.score("u1"), ref.score("u1"), rtol=1e-6)  # float32 ranking
+    # ...and the mirror agrees with River's own predict_one
+    river_model = ref._river
+    assert ref.predict("u1", "c") == pytest.approx(river_model.predict_one("u1", "c"), rel=1e-9)
+
+
+def test_river_engine_with_negatives_learns_too():
+    mf = ImplicitMF(n_factors=8, lr=0.05, n_negatives=2, engine="river", seed=3)
+    mf.add_items("abcdefgh")
+    for e in events(TWO_GROUPS):
+        mf.learn(e)
+    assert mf.recommend("u5", k=1)[0].item_id == "b"
+
+
+def test_graded_targets_and_ignored_types():
+    mf = ImplicitMF(weights={"purchase": 1.0, "view": 0.0}, n_negatives=0)
+    mf.learn(Event("e0", "u1", "a", "view", 0.0))
+    assert mf.global_mean.n == 0  # weight 0: nothing learned...
+    assert mf.users.get("u1").seen == {0}  # ...but the user state still knows the item
+
+
+def test_exclusion_never_recommends_purchased_items():
+    _, stream = synthetic_stream(n_users=30, n_items=40, n_events=1500, seed=2)
+    mf = ImplicitMF(n_factors=8, seed=1)
+    for e in stream:
+        mf.learn(e)
+    for user in {e.user_id for e in stream}:
+        state = mf.users.get(user)
+        bought = {mf.index.ids[r] for r in state.purchased}
+        seen = {mf.index.ids[r] for r in state.seen}
+        assert not bought & {r.item_id for r in mf.recommend(user, k=40)}
+        assert not seen & {r.item_id for r in mf.recommend(user, k=40, exclude="seen")}
+
+
+def test_same_seed_same_model_different_seed_different_model():
+    _, stream = synthetic_stream(n_users=20, n_items=30, n_events=800, seed=4)
+
+    def run(seed):
+        mf = ImplicitMF(n_factors=8, seed=seed)
+        for e in stream:
+            mf.learn(e)
+        return mf.item_factors.copy(), [r.item_id for r in mf.recommend("u1", k=10)]
+
+    (f1, r1), (f2, r2), (f3, _) = run(11), run(11), run(12)
+    np.testing.assert_array_equal(f1, f2)
+    assert r1 == r2
+    assert not np.array_equal(f1, f3)
+
+
+def test_isgd_is_positive_only_funk_mf():
+    isgd = ISGD(n_factors=4, seed=1)
+    assert isgd.n_negatives == 0 and not isgd.bias
+    for e in events(TWO_GROUPS):
+        isgd.learn(e)
+    isgd.learn(Event("v", "u5", "zzz", "view", 1e9))  # views are not positives for ISGD
+    assert isgd.global_mean.n == len(TWO_GROUPS)
+    assert isgd.recommend("u5", k=1)[0].item_id == "b"
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        ImplicitMF(engine="torch")
+    with pytest.raises(ValueError):
+        ImplicitMF(optimizer="rmsprop")

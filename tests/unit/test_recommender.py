@@ -1,0 +1,167 @@
+import numpy as np
+import pytest
+
+from recstream.datasets import synthetic_stream
+from recstream.events import Event, Item
+from recstream.recommender import Recommender, RecommenderConfig
+
+
+def ev(n, user, item, type_="purchase"):
+    return Event(f"e{n}", user, item, type_, float(n))
+
+
+def unit(*xs):
+    v = np.array(xs, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    items, events = synthetic_stream(n_users=40, n_items=60, n_events=2500, seed=3)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(items), 16)).astype(np.float32)
+    return items, events, vectors
+
+
+def trained(synthetic, seed=42, n=None, **config):
+    items, events, vectors = synthetic
+    rec = Recommender(RecommenderConfig(**config) if config else None, seed=seed)
+    for item in items:
+        rec.upsert_item(item)
+    rec.set_item_vectors([i.item_id for i in items], vectors)
+    for e in events[:n]:
+        rec.learn(e)
+    return rec
+
+
+def test_upsert_delete_and_items_added_on_the_fly():
+    rec = Recommender()
+    assert rec.upsert_item(Item("a", "Alpha")) is True  # new
+    assert rec.upsert_item(Item("a", "Alpha")) is False  # unchanged text
+    assert rec.upsert_item(Item("a", "Alpha 2")) is True  # text changed: re-encode
+    assert rec.upsert_item(Item("b", "Beta", deleted=True)) is False
+    rec.learn(ev(0, "u1", "zz"))  # unknown item joins the catalogue
+    assert "zz" in rec.index and rec.stats()["n_items"] == 2  # b: deleted before it existed
+    rec.learn(ev(1, "u2", "a"))
+    rec.delete_item("a")
+    assert all(r.item_id != "a" for r in rec.recommend("u9", k=10))
+    rec.learn(ev(2, "u3", "a"))  # a late event for a deleted item does not resurrect it
+    assert all(r.item_id != "a" for r in rec.recommend("u9", k=10))
+    assert rec.upsert_item(Item("a", "Alpha 2")) is False  # back, same text
+    assert "a" in [r.item_id for r in rec.recommend("u9", k=10)]
+
+
+def test_never_recommends_purchased_nor_seen_when_asked(synthetic):
+    rec = trained(synthetic)
+    _, events, _ = synthetic
+    for user in sorted({e.user_id for e in events}):
+        state = rec.users.get(user)
+        bought = {rec.index.ids[r] for r in state.purchased}
+        seen = {rec.index.ids[r] for r in state.seen}
+        recs = rec.recommend(user, k=30)
+        assert len(recs) == 30 and not bought & {r.item_id for r in recs}
+        assert not seen & {r.item_id for r in rec.recommend(user, k=30, exclude="seen")}
+        scores = [r.score for r in recs]
+        assert scores == sorted(scores, reverse=True)
+    assert Recommender(exclude="seen").exclude == "seen"
+    with pytest.raises(ValueError):
+        Recommender(exclude="all")
+    with pytest.raises(ValueError):
+        rec.recommend("u1", exclude="all")
+
+
+def test_reasons_co_visitation_content_and_popularity():
+    rec = Recommender(RecommenderConfig(w_mf=0.0, w_fresh=0.0))
+    for n, (u, i) in enumerate([("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")]):
+        rec.learn(ev(n, u, i))
+    rec.learn(ev(4, "u3", "a"))
+    assert [(r.item_id, r.reason) for r in rec.recommend("u3", k=1)] == [
+        ("b", "bought together with a")
+    ]
+    # a cold user gets popular items
+    assert {r.reason for r in rec.recommend("nobody", k=2)} == {"popular now"}
+    # a new item without any event is reached through its text vector
+    rec.upsert_item(Item("new", "brand new"))
+    rec.set_item_vectors(["a", "b", "new"], np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)]))
+    rec.upsert_item(Item("x", "x"))
+    rec.set_item_vectors(["x"], unit(0.05, 0, 1)[None, :])
+    rec.learn(ev(5, "u4", "x", "view"))
+    top = rec.recommend("u4", k=1, exclude="seen")[0]
+    assert (top.item_id, top.reason) == ("new", "similar to x you viewed")
+
+
+def test_profile_stats_and_model_version(synthetic):
+    rec = trained(synthetic, n=500)
+    user = synthetic[1][0].user_id
+    profile = rec.user_profile(user)
+    assert profile.dtype == np.float32 and profile.shape == (16,)
+    assert np.linalg.norm(profile) == pytest.approx(1.0, abs=1e-5)
+    assert rec.user_profile("nobody") is None
+    stats = rec.stats()
+    assert stats["n_events"] == 500 and stats["n_vectors"] == 60 and stats["n_items"] == 60
+    assert stats["n_users"] == len({e.user_id for e in synthetic[1][:500]})
+    version = rec.model_version
+    rec.learn(synthetic[1][500])
+    assert rec.model_version != version and rec.model_version.startswith("hybrid-")
+    other = Recommender(RecommenderConfig(w_mf=0.5))
+    assert other.model_version.split("-")[1] != Recommender().model_version.split("-")[1]
+
+
+def test_seeded_runs_are_identical(synthetic):
+    users = sorted({e.user_id for e in synthetic[1]})[:10]
+    a, b = trained(synthetic, seed=7), trained(synthetic, seed=7)
+    recs_a = [[(r.item_id, r.score, r.reason) for r in a.recommend(u)] for u in users]
+    recs_b = [[(r.item_id, r.score, r.reason) for r in b.recommend(u)] for u in users]
+    assert recs_a == recs_b
+    c = trained(synthetic, seed=8)
+    assert not np.array_equal(a.mf.item_factors, c.mf.item_factors)
+
+
+def test_save_load_round_trip(tmp_path, synthetic):
+    rec = trained(synthetic, n=2000)
+    path = tmp_path / "sub" / "model.pkl"
+    rec.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["model.pkl"]  # no temporary left
+    loaded = Recommender.load(path)
+    users = sorted({e.user_id for e in synthetic[1]})
+    assert [rec.recommend(u) for u in users] == [loaded.recommend(u) for u in users]
+    assert loaded.model_version == rec.model_version and loaded.stats() == rec.stats()
+    for e in synthetic[1][2000:]:  # both keep learning identically
+        rec.learn(e)
+        loaded.learn(e)
+    assert [rec.recommend(u) for u in users] == [loaded.recommend(u) for u in users]
+    (tmp_path / "junk.pkl").write_bytes(b"not a model")
+    with pytest.raises(Exception):  # noqa: B017 - any unpickling error is fine here
+        Recommender.load(tmp_path / "junk.pkl")
+
+
+def test_hybrid_beats_popularity_on_the_synthetic_stream():
+    from recstream.evaluate import evaluate
+    from recstream.popularity import Popularity
+
+    # Only direct purchases (no view first) can be hits under the protocol: make them common.
+    items, events = synthetic_stream(
+        n_users=100, n_items=150, n_events=8000, seed=5, direct_purchase_share=0.6
+    )
+    hybrid = evaluate(Recommender(), items, events, k=10)
+    popular = evaluate(Popularity(weights={"purchase": 1.0}, half_life=None), items, events)
+    assert hybrid["evaluated"] == popular["evaluated"] > 500
+    assert hybrid["hr@10"] > 1.5 * popular["hr@10"]
+
+
+def test_fresh_items_released_mid_stream_are_boosted_before_any_event():
+    config = RecommenderConfig(w_covisit=0, w_mf=0, w_content=0, w_popularity=0, w_fresh=1.0)
+    rec = Recommender(config)
+    for i in ("old1", "old2"):
+        rec.upsert_item(Item(i, i))  # the catalogue before the stream: not "fresh"
+    rec.learn(ev(0, "u1", "old1"))
+    rec.learn(ev(1, "u1", "old1", "view"))
+    rec.upsert_item(Item("new", "new"))  # released while the stream runs
+    for n in range(2, 5):
+        rec.learn(ev(n, "u1", "old1", "view"))
+    top = rec.recommend("u2", k=3)
+    assert [r.item_id for r in top][:2] == ["new", "old1"]  # new appeared after old1's event
+    assert top[0].reason == "new and trending"
+    assert top[2].score == 0.0  # old2: in the catalogue, never seen
+    rec.learn(ev(5, "u1", "old2"))  # its first event makes it the freshest
+    assert rec.recommend("u2", k=1)[0].item_id == "old2"
