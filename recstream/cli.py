@@ -21,6 +21,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer > 0 (the commands' counts, sizes and limits)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """argparse type: a finite number > 0 (rates, intervals)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
+def port(value: str) -> int:
+    """argparse type: a TCP port, 1..65535."""
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 1..65535, got {value}")
+    return number
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad arguments get one line on stderr (no usage dump) and exit status 2."""
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recstream.cli import positive_int
 from recstream.config import Settings
 from recstream.events import Item
 
@@ -870,7 +871,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
         metavar="N",
-        type=int,
+        type=positive_int,
         default=None,
         help="texts per forward pass (default: RECSTREAM_ENCODER_BATCH_SIZE)",
     )
@@ -883,14 +884,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-length",
         metavar="T",
-        type=int,
+        type=positive_int,
         default=128,
         help="tokens per text, longer texts are truncated (default: 128)",
     )
     parser.add_argument(
         "--threads",
         metavar="N",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: OMP_NUM_THREADS, else all available CPUs)",
     )

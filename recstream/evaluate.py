@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from recstream.cli import positive_int
 from recstream.events import Event, Item
 
 __all__ = ["MODELS", "build_model", "evaluate", "results_table"]
@@ -321,7 +322,7 @@ def plot_rolling(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with items.csv and events.csv")
-    parser.add_argument("--k", type=int, default=10, help="list length K (default 10)")
+    parser.add_argument("--k", type=positive_int, default=10, help="list length K (default 10)")
     parser.add_argument("--model", choices=MODELS, default="hybrid", help="model (default hybrid)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
     parser.add_argument(
@@ -329,7 +330,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="OUT.png",
         help="also run every other model and plot rolling hr@K of all of them to OUT.png",
     )
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N events")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N events")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument(
         "--window", type=int, default=2000, help="rolling window of the plot (evaluated events)"
@@ -386,10 +387,6 @@ def _clean(value: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from recstream.datasets import load_dataset
 
-    if args.k <= 0:
-        raise ValueError(f"--k must be > 0, got {args.k}")
-    if args.limit is not None and args.limit <= 0:
-        raise ValueError(f"--limit must be > 0, got {args.limit}")
     items, events = load_dataset(args.data_dir)
     if args.limit is not None:
         events = events[: args.limit]

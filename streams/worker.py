@@ -22,6 +22,7 @@ from pathlib import Path
 # two, on the 2-core reference machine). The BERT encoder has its own torch thread pool.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from recstream.cli import port
 from recstream.config import Settings  # after the environment above
 
 log = logging.getLogger("recstream.worker")
@@ -31,7 +32,7 @@ LOGLEVELS = ("debug", "info", "warning", "error", "critical")
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--web-port", type=int, help="HTTP port (default RECSTREAM_WEB_PORT or 6066)"
+        "--web-port", type=port, help="HTTP port (default RECSTREAM_WEB_PORT or 6066)"
     )
     parser.add_argument(
         "--loglevel", "-l", default="info", choices=LOGLEVELS, help="log level (default info)"
@@ -145,8 +146,6 @@ def build_runtime(settings: Settings):
 
 def run(args: argparse.Namespace) -> int:
     if args.web_port is not None:
-        if not 0 < args.web_port < 65536:
-            raise ValueError(f"--web-port must be in 1..65535, got {args.web_port}")
         # Settings is the one source of configuration: the option is passed as its variable.
         os.environ["RECSTREAM_WEB_PORT"] = str(args.web_port)
     settings = Settings.from_env()

@@ -19,6 +19,7 @@ from typing import Any
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
+from recstream.cli import positive_int
 from recstream.config import Settings
 
 __all__ = ["configure_parser", "format_line", "run"]
@@ -30,7 +31,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from-beginning", action="store_true", help="start at the oldest message (default: now)"
     )
-    parser.add_argument("--limit", type=int, help="stop after this many lines")
+    parser.add_argument("--limit", type=positive_int, help="stop after this many lines")
     parser.add_argument("--json", action="store_true", help="print the raw JSON instead")
     parser.add_argument(
         "--show", type=int, default=5, help="items shown per line (default 5, reasons for 3)"

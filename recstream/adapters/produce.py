@@ -22,25 +22,12 @@ from pathlib import Path
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from recstream.cli import positive_float, positive_int
 from recstream.config import Settings
 from recstream.datasets import iter_events, read_items, synthetic_stream
 from recstream.events import Event, Item
 
 __all__ = ["configure_parser", "run", "send_stream"]
-
-
-def _positive_int(value: str) -> int:
-    n = int(value)
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return n
-
-
-def _positive_float(value: str) -> float:
-    x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return x
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -54,12 +41,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--synthetic", action="store_true", help="generate a seeded synthetic stream instead"
     )
     parser.add_argument(
-        "--rate", type=_positive_float, help="events per second (default: as fast as possible)"
+        "--rate", type=positive_float, help="events per second (default: as fast as possible)"
     )
-    parser.add_argument("--limit", type=_positive_int, help="send at most this many events")
-    parser.add_argument("--users", type=_positive_int, default=200, help="synthetic users")
-    parser.add_argument("--items", type=_positive_int, default=500, help="synthetic items")
-    parser.add_argument("--events", type=_positive_int, default=20_000, help="synthetic events")
+    parser.add_argument("--limit", type=positive_int, help="send at most this many events")
+    parser.add_argument("--users", type=positive_int, default=200, help="synthetic users")
+    parser.add_argument("--items", type=positive_int, default=500, help="synthetic items")
+    parser.add_argument("--events", type=positive_int, default=20_000, help="synthetic events")
     parser.add_argument("--seed", type=int, default=42, help="synthetic stream seed")
     parser.add_argument(
         "--skip-items", action="store_true", help="send only the events (catalogue already sent)"

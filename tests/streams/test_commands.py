@@ -29,10 +29,10 @@ def recstream(*args: str) -> subprocess.CompletedProcess[str]:
         (["produce", "--synthetic", "--rate", "-5"], "positive"),
         (["produce", "--synthetic", "--limit", "0"], "positive"),
         (["produce", "/nonexistent-folder"], "missing"),
-        (["worker", "--web-port", "http"], "invalid int"),
+        (["worker", "--web-port", "http"], "expected a positive integer"),
         (["worker", "--web-port", "70000"], "1..65535"),
         (["worker", "--loglevel", "loud"], "invalid choice"),
-        (["consume", "--limit", "many"], "invalid int"),
+        (["consume", "--limit", "many"], "expected a positive integer"),
     ],
 )
 def test_bad_arguments_get_one_line_and_status_2(args: list[str], message: str) -> None:
