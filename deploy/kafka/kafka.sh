@@ -19,36 +19,18 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
+# The values ../lib.sh reads (see there), then this script's own.
+name=kafka
+stop_timeout=${KAFKA_STOP_TIMEOUT:-30}
+stop_poll=0.3
+kill_grace=0.5
+# shellcheck source=SCRIPTDIR/../lib.sh
+source "$here/../lib.sh" # root, state=.stack/kafka, die, port_open, lock, need, spawn, terminate
 libs=$root/.cache/kafka-libs
-state=$root/.stack/kafka
 port=${KAFKA_PORT:-9092}
 cport=${KAFKA_CONTROLLER_PORT:-$((port + 100))}
 # Small heap: three of these must fit next to the worker, BERT and pytest on a laptop.
 heap=${KAFKA_HEAP_OPTS:--Xmx512m -Xms128m}
-
-die() { echo "kafka: $*" >&2; exit 1; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# start and stop hold .stack/kafka.lock: two callers at once (make up, a pytest session, another
-# developer in the same clone) run one after the other instead of racing for the port. Servers are
-# started with fd 9 closed, or they would hold the lock for as long as they run.
-lock() {
-  mkdir -p "$root/.stack"
-  exec 9>"$root/.stack/kafka.lock"
-  flock -w 300 9 || die "another start/stop still holds .stack/kafka.lock after 300s"
-}
-
-# Install a Debian package when a command is missing: root installs, anyone else is told how.
-need() { # need COMMAND PACKAGE
-  command -v "$1" >/dev/null && return 0
-  [[ $(id -u) == 0 ]] || die "$1 not found: run 'sudo apt-get install -y $2'"
-  echo "kafka: installing $2 with apt-get" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "$2" >/dev/null \
-    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$2" >/dev/null; } \
-    || die "apt-get install $2 failed"
-}
 
 fetch() {
   # The stamp holds the pom's hash: a changed pom (new Kafka version) wipes and re-resolves.
@@ -170,14 +152,11 @@ start() {
   echo "$n $port" >"$state/nodes"
   for i in "${todo[@]}"; do
     write_config "$i" "$n"
-    # setsid: the broker must outlive `make up` and ignore a Ctrl-C aimed at the caller; the
-    # inner shell writes its own pid before exec'ing java, so the pid file is the JVM's.
-    # shellcheck disable=SC2086,SC2016 # $heap is a list of JVM options; $$ is the inner shell's
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$state/node-$i/kafka.pid" \
+    # shellcheck disable=SC2086 # $heap is a list of JVM options
+    spawn "$state/node-$i/kafka.pid" "$state/node-$i/kafka.log" \
       java $heap -XX:+UseG1GC -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$libs/*" \
-      kafka.Kafka "$state/node-$i/server.properties" \
-      >"$state/node-$i/kafka.log" 2>&1 </dev/null 9>&- &
+      kafka.Kafka "$state/node-$i/server.properties"
   done
   deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
   for i in "${todo[@]}"; do
@@ -198,16 +177,8 @@ start() {
   echo "kafka: node(s) ${todo[*]} of $n up, 127.0.0.1:$port..$((port + n - 1)), $((SECONDS - t0))s"
 }
 
-# True while any of the pids is alive and not a zombie (`kill -0` succeeds on a zombie, and an
-# orphaned JVM may stay one for a while where nothing reaps it).
-alive() {
-  local p s
-  for p; do s=$(ps -o stat= -p "$p" 2>/dev/null) && [[ $s != Z* ]] && return 0; done
-  return 1
-}
-
 stop() {
-  local pids=() i pid deadline only=
+  local pids=() i pid only=
   case ${1:-} in
     --node) only=${2:?--node needs a number} ;;
     --node=*) only=${1#*=} ;;
@@ -222,16 +193,7 @@ stop() {
   for pid in $(pgrep -f -- "kafka.Kafka $state/node-${only:-[1-9]}/server" || true); do
     if [[ " ${pids[*]} " != *" $pid "* ]]; then pids+=("$pid"); fi
   done
-  if ((${#pids[@]})); then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    deadline=$((SECONDS + ${KAFKA_STOP_TIMEOUT:-30}))
-    while alive "${pids[@]}" && ((SECONDS < deadline)); do sleep 0.3; done
-    if alive "${pids[@]}"; then
-      echo "kafka: still running after ${KAFKA_STOP_TIMEOUT:-30}s: SIGKILL" >&2
-      kill -KILL "${pids[@]}" 2>/dev/null || true
-      sleep 0.5
-    fi
-  fi
+  if ((${#pids[@]})); then terminate "${pids[@]}"; fi
   if [[ -n $only ]]; then
     rm -f "$state/node-$only/kafka.pid"
   else

@@ -10,23 +10,21 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-state=$root/.stack/prometheus
+# The values ../lib.sh reads (see there), then this script's own.
+name=prometheus
+stop_timeout=${PROMETHEUS_STOP_TIMEOUT:-30}
+stop_poll=0.2
+stop_package_service=1
 port=${PROMETHEUS_PORT:-9090}
+url=http://127.0.0.1:$port
+unhealthy="not ready"
+# shellcheck source=SCRIPTDIR/../lib.sh
+source "$here/../lib.sh" # root, state=.stack/prometheus, die, lock, spawn, stop, status...
 pidfile=$state/prometheus.pid
 
-die() { echo "prometheus: $*" >&2; exit 1; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-alive() { local s; s=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $s != Z* ]]; }
-
-# start and stop hold .stack/prometheus.lock: two callers at once (make up, a pytest session,
-# another developer in the same clone) run one after the other instead of racing for the port. Servers are
-# started with fd 9 closed, or they would hold the lock for as long as they run.
-lock() {
-  mkdir -p "$root/.stack"
-  exec 9>"$root/.stack/prometheus.lock"
-  flock -w 300 9 || die "another start/stop still holds .stack/prometheus.lock after 300s"
-}
+# Our server is the prometheus whose storage is our state folder (not a recycled pid, not
+# somebody else's prometheus).
+ours() { grep -qF "$state/data" "/proc/$1/cmdline" 2>/dev/null; }
 
 # GET /-/ready with bash alone (curl is not on every machine).
 ready() {
@@ -37,6 +35,7 @@ ready() {
   exec 3<&-
   [[ $line == *" 200 "* ]]
 }
+healthy() { ready 2>/dev/null; }
 
 install() {
   command -v prometheus >/dev/null && command -v promtool >/dev/null && return 0
@@ -45,20 +44,7 @@ install() {
     return 1
   fi
   echo "prometheus: installing prometheus (and promtool) with apt-get" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  # --no-install-recommends: not node-exporter and its collectors, which we do not use.
-  local apt=(apt-get install -y -qq --no-install-recommends prometheus)
-  "${apt[@]}" >/dev/null || { apt-get update -qq && "${apt[@]}" >/dev/null; } \
-    || die "apt-get install prometheus failed"
-  # Where no policy-rc.d prevents it, the package starts its system-wide service on port 9090
-  # with its own config: stop it, the stack runs its own instance.
-  service prometheus stop >/dev/null 2>&1 || true
-}
-
-server_pid() {
-  local pid
-  [[ -f $pidfile ]] && pid=$(cat "$pidfile") && [[ -n $pid ]] || return 1
-  grep -qF "$state/data" "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+  apt_install prometheus
 }
 
 start() {
@@ -68,41 +54,17 @@ start() {
   port_open "$port" \
     && die "127.0.0.1:$port is in use by another process: stop it or set PROMETHEUS_PORT"
   mkdir -p "$state/data"
-  # setsid + exec: detached from the caller's terminal, and the pid file is prometheus's own pid.
-  # shellcheck disable=SC2016 # $$ and $0 belong to the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" \
+  spawn "$pidfile" "$state/prometheus.log" \
     prometheus --config.file="$here/prometheus.yml" --storage.tsdb.path="$state/data" \
-    --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$port" \
-    >"$state/prometheus.log" 2>&1 </dev/null 9>&- &
+    --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$port"
   deadline=$((SECONDS + ${PROMETHEUS_START_TIMEOUT:-30}))
-  until ready 2>/dev/null; do
+  until healthy; do
     if ((SECONDS > deadline)) || { sleep 0.3; ! server_pid >/dev/null; }; then
       tail -n 20 "$state/prometheus.log" >&2; stop >/dev/null
       die "not ready on 127.0.0.1:$port (log: $state/prometheus.log)"
     fi
   done
   echo "prometheus: up on http://127.0.0.1:$port (pid $(cat "$pidfile"))"
-}
-
-stop() {
-  local pid deadline
-  if ! pid=$(server_pid); then rm -f "$pidfile"; echo "prometheus: stopped"; return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + ${PROMETHEUS_STOP_TIMEOUT:-30}))
-  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-  if alive "$pid"; then
-    echo "prometheus: still running after ${PROMETHEUS_STOP_TIMEOUT:-30}s: SIGKILL" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-  echo "prometheus: stopped (pid $pid)"
-}
-
-status() {
-  local pid
-  pid=$(server_pid) || { echo "prometheus: stopped"; return 3; }
-  ready 2>/dev/null || { echo "prometheus: pid $pid not ready on 127.0.0.1:$port"; return 3; }
-  echo "prometheus: up (pid $pid, http://127.0.0.1:$port)"
 }
 
 case ${1:-} in
