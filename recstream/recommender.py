@@ -135,6 +135,9 @@ class Recommender:
         if exclude not in EXCLUDE_MODES:
             raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {exclude!r}")
         self.config = config or RecommenderConfig()
+        # model_version is read for every published recommendation; the config is frozen, so
+        # its digest is computed once (hashing the config per event cost 17% of the worker).
+        self._config_digest = self.config.digest()
         self.seed = seed
         self.exclude = exclude
         c = self.config
@@ -181,7 +184,7 @@ class Recommender:
     @property
     def model_version(self) -> str:
         """Changes whenever the weights (any event) or the configuration change."""
-        return f"hybrid-{self.config.digest()}-{self.n_events}"
+        return f"hybrid-{self._config_digest}-{self.n_events}"
 
     def upsert_item(self, item: Item) -> bool:
         """Add or update a catalogue item; True when it needs (re-)encoding (new or new text).
