@@ -1,0 +1,477 @@
+"""End-to-end latency (event produced → its recommendation visible in Redis) at half the
+maximum sustainable rate, and how long a new catalogue item takes to reach someone's list.
+
+Against a real worker on a fresh prefix, with the catalogue produced and encoded first:
+
+1. **Burst rate.** A burst of ``burst_events`` is produced at once; the worker's drain rate over
+   the second half of the burst (``generated_at`` on the recommendations topic; the first half
+   meets a smaller model) is the starting estimate R. It is optimistic: from a backlog, Faust
+   fetches and the producers send in large batches.
+2. **Maximum sustainable rate.** Events are paced (one by one) at R for ``probe_s``; if a
+   backlog builds (more than a quarter second of events still waiting when sending stops), the
+   rate is lowered by 20 % and probed again, up to ``max_probes`` times. The first rate without
+   a backlog is the maximum sustainable rate S. Every probe is reported.
+3. **Latency at S/2.** Events are produced at S/2 (aiokafka, ``linger_ms=0``) for
+   ``duration_s``; the send time of each is taken just before ``send``. A poller fetches the
+   tail of the pending users' ``<prefix>:recs:{user}`` values (where ``trigger_event_id`` and
+   ``generated_at`` are; one pipelined round trip) every ``poll_ms``, and stops the clock when
+   the value's ``trigger_event_id`` is that event: latency = seen - sent, so it includes up to
+   one poll period; ``generated_at - sent`` is reported too, to bound what the poller adds.
+   When a user's next event overtakes the poller (its list overwrites the previous one before
+   a poll saw it), the earlier event is counted with the later one's visible time: an upper
+   bound, so the tail is never flattered. The benchmark process's own CPU share is reported
+   (it shares the two cores with the worker, Kafka and Redis).
+4. **New item.** Still pacing, a new item is published to ``<prefix>.items`` — the text of the
+   most-viewed item plus a sentence unique to the run, so BERT must really encode it and users
+   who like the original are plausible targets. The figure is publish → first time the item
+   appears in any list the poller reads, with no event on the item: content only. Its bound is
+   the worker's encoder interval + the encoder batch time from the worker's own histogram over
+   the same window. If it has not appeared after ``new_item_timeout_s`` the figure is null (goal
+   missed); then one user views the item and the time from that view to its first appearance
+   is reported as ``after_first_view_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import resource
+import statistics
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import delete_redis_prefix, percentile, redis_client, unique_name
+from bench.kafka_util import bootstrap, delete_topics_with_prefix, produce, read_topic
+from bench.worker_util import Worker
+from bench.workload import catalogue_vectors, workload
+
+SLOW_MS = 50.0  # the p99 goal: events slower than this are listed with what overlapped them
+TAIL_BYTES = 200  # "trigger_event_id", "model_version", "generated_at", "latency_ms" fit in it
+_TRIGGER = re.compile(rb'"trigger_event_id":"([^"]*)"')
+_GENERATED = re.compile(rb'"generated_at":([0-9.eE+-]+)')
+
+
+def _metric(worker: Worker, name: str) -> float:
+    """One sample from the worker's Prometheus /metrics (0.0 when absent)."""
+    url = f"http://127.0.0.1:{worker.port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def _max_rate(worker: Worker, events: list, topic: str) -> dict[str, Any]:
+    before = worker.health() or {}
+    done = before.get("events_processed", 0)
+    produce(topic, ((e.user_id.encode(), e.to_json()) for e in events))
+    worker.wait_until(
+        lambda h: h.get("events_processed", 0) >= done + len(events),
+        timeout_s=900,
+        what="done with the burst",
+    )
+    recs = [
+        json.loads(r.value)
+        for r in read_topic(worker.settings.topic("recommendations"), done + len(events))
+    ]
+    ids = {e.event_id for e in events}
+    generated = sorted(r["generated_at"] for r in recs if r["trigger_event_id"] in ids)
+    # The second half only: early events meet a small model (cheap lists) and would overstate
+    # the rate the worker can sustain once its state has grown.
+    half = generated[len(generated) // 2 :]
+    seconds = half[-1] - half[0]
+    return {
+        "events": len(generated),
+        "events_timed": len(half),
+        "seconds": round(seconds, 3),
+        "events_per_s": (len(half) - 1) / seconds,
+        "whole_burst_events_per_s": (len(generated) - 1) / (generated[-1] - generated[0]),
+    }
+
+
+@dataclasses.dataclass
+class _Probe:
+    """What the pacer sent and the poller saw (one event loop: no locks needed)."""
+
+    # user -> [(event_id, sent_at), ...] oldest first: one user's events are processed in order
+    pending: dict[str, list[tuple[str, float]]] = dataclasses.field(default_factory=dict)
+    sent_at: list[float] = dataclasses.field(default_factory=list)
+    visible_ms: list[float] = dataclasses.field(default_factory=list)  # parallel to sent_at
+    generated_ms: list[float] = dataclasses.field(default_factory=list)
+    overwritten: int = 0
+    polls: int = 0
+    watch_item: str | None = None
+    watch_seen_at: float | None = None
+
+    def n_pending(self) -> int:
+        return sum(len(v) for v in self.pending.values())
+
+
+class _Session:
+    """A pacer (aiokafka producer) and a Redis poller sharing one event loop."""
+
+    def __init__(self, worker: Worker, poll_ms: float) -> None:
+        self.cfg = worker.settings
+        self.poll_s = poll_ms / 1e3
+        self.probe = _Probe()
+
+    async def __aenter__(self) -> _Session:
+        import redis.asyncio as aioredis
+        from aiokafka import AIOKafkaProducer
+
+        self.redis = aioredis.Redis.from_url(self.cfg.redis_url)
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap(), linger_ms=0, acks=1)
+        await self.producer.start()
+        self._stop = asyncio.Event()
+        self._poller = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._poller.cancel()
+        await self.producer.stop()
+        await self.redis.aclose()
+
+    def reset(self) -> _Probe:
+        old, self.probe = self.probe, _Probe()
+        return old
+
+    async def _poll(self) -> None:
+        key = self.cfg.redis_key
+        while not self._stop.is_set():
+            probe = self.probe
+            if probe.pending:
+                users = list(probe.pending)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for user in users:
+                        pipe.getrange(key("recs", user), -TAIL_BYTES, -1)
+                    tails = await pipe.execute()
+                probe.polls += 1
+                now = time.time()
+                for user, tail in zip(users, tails, strict=True):
+                    if tail:
+                        await self._resolve(probe, user, tail, now)
+            await asyncio.sleep(self.poll_s)
+
+    async def _resolve(self, probe: _Probe, user: str, tail: bytes, now: float) -> None:
+        waiting = probe.pending.get(user)
+        trigger, generated = _TRIGGER.search(tail), _GENERATED.search(tail)
+        if not waiting or trigger is None or generated is None:
+            return
+        event_id = trigger.group(1).decode()
+        hit = next((n for n, (eid, _) in enumerate(waiting) if eid == event_id), None)
+        if hit is None:  # still the list of an earlier event
+            return
+        # This user's earlier pending events were processed (and their lists written) before
+        # this one, so "now" bounds their latency from above: counted, never dropped, or the
+        # slowest events would vanish from the tail.
+        for _, sent in waiting[:hit]:
+            probe.sent_at.append(sent)
+            probe.visible_ms.append((now - sent) * 1e3)
+            probe.overwritten += 1
+        sent = waiting[hit][1]
+        probe.sent_at.append(sent)
+        probe.visible_ms.append((now - sent) * 1e3)
+        probe.generated_ms.append((float(generated.group(1)) - sent) * 1e3)
+        del waiting[: hit + 1]
+        if not waiting:
+            del probe.pending[user]
+        if probe.watch_item and probe.watch_seen_at is None:
+            # Only while watching for the new item: read the whole list once.
+            raw = await self.redis.get(self.cfg.redis_key("recs", user))
+            if raw and any(i["item_id"] == probe.watch_item for i in json.loads(raw)["items"]):
+                probe.watch_seen_at = now
+
+    async def pace(
+        self, events: list, rate: float, seconds: float, until: Callable[[], bool] | None = None
+    ) -> int:
+        """Send events at ``rate`` for ``seconds`` (or until ``until()``); returns how many."""
+        topic = self.cfg.topic("events")
+        n = 0
+        t0 = time.perf_counter()
+        for event in events:
+            if time.perf_counter() - t0 >= seconds or (until is not None and until()):
+                break
+            delay = t0 + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.probe.pending.setdefault(event.user_id, []).append((event.event_id, time.time()))
+            await self.producer.send(topic, key=event.user_id.encode(), value=event.to_json())
+            n += 1
+        await self.producer.flush()
+        return n
+
+    async def drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.probe.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _measure(
+    worker: Worker,
+    stream: list,
+    rate: float,
+    duration_s: float,
+    probe_s: float,
+    max_probes: int,
+    new_item: Any,
+    new_item_timeout_s: float,
+    poll_ms: float,
+) -> dict[str, Any]:
+    from recstream.events import Event
+
+    used = 0
+    probes = []
+    async with _Session(worker, poll_ms) as session:
+        # -- 2. the maximum rate the worker sustains with events arriving one by one ------
+        for _ in range(max_probes):
+            n = await session.pace(stream[used:], rate, probe_s)
+            used += n
+            backlog = session.probe.n_pending()
+            sustainable = backlog <= max(10, 0.25 * rate)
+            probes.append(
+                {
+                    "rate": round(rate, 1),
+                    "sent": n,
+                    "backlog_at_end": backlog,
+                    "sustainable": sustainable,
+                }
+            )
+            await session.drain(60)
+            session.reset()
+            if sustainable:
+                break
+            rate *= 0.8
+        sustained = rate if probes[-1]["sustainable"] else None
+        rate /= 2  # measured at half the maximum sustainable rate
+        # -- 3. latency at half that rate -------------------------------------------------
+        wall0, cpu0 = time.perf_counter(), _cpu_seconds()
+        n = await session.pace(stream[used:], rate, duration_s)
+        used += n
+        cpu_share = (_cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
+        await session.drain(30)
+        probe = session.reset()
+        latency = {
+            "sent": n,
+            "timed": len(probe.visible_ms),
+            "lost": probe.n_pending(),
+            "overwritten_upper_bound": probe.overwritten,
+            "polls": probe.polls,
+            "bench_process_cpu_share": round(cpu_share, 3),
+        }
+        # -- 4. new item --------------------------------------------------------------------
+        batch_s0 = await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_sum")
+        batches0 = await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_count")
+        session.probe.watch_item = new_item.item_id
+        published = time.time()
+        await asyncio.to_thread(
+            produce,
+            worker.settings.topic("items"),
+            [(new_item.item_id.encode(), new_item.to_json())],
+        )
+        seen = lambda: session.probe.watch_seen_at is not None  # noqa: E731
+        used += await session.pace(stream[used:], rate, new_item_timeout_s, until=seen)
+        content_only = session.probe.watch_seen_at
+        batch_s = (
+            await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_sum")
+            - batch_s0
+        )
+        batches = (
+            await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_count")
+            - batches0
+        )
+        after_view = None
+        if content_only is None:
+            # Not reached on content alone: one user views it and the clock restarts (the
+            # co-visitation, freshness and popularity signals need an event to start).
+            viewer = stream[used].user_id
+            view = Event(f"view-{new_item.item_id}", viewer, new_item.item_id, "view", time.time())
+            viewed = time.time()
+            await asyncio.to_thread(
+                produce, worker.settings.topic("events"), [(viewer.encode(), view.to_json())]
+            )
+            used += await session.pace(stream[used + 1 :], rate, new_item_timeout_s, until=seen)
+            if session.probe.watch_seen_at is not None:
+                after_view = session.probe.watch_seen_at - viewed
+    return {
+        "rate": rate,
+        "sustained": sustained,
+        "probes": probes,
+        "probe": probe,
+        "latency": latency,
+        "new_item": {
+            "item_id": new_item.item_id,
+            "first_rec_s": None if content_only is None else content_only - published,
+            "timeout_s": new_item_timeout_s,
+            "after_first_view_s": after_view,
+            "encode_batches": batches,
+            "encode_batch_s": batch_s / batches if batches else None,
+        },
+    }
+
+
+def _slow_events(
+    sent_at: list[float],
+    visible: list[float],
+    checkpoints: list[tuple[float, float]],
+    gc_pauses: list[tuple[float, float, int]],
+    slow_ms: float,
+) -> dict[str, Any]:
+    """Events over ``slow_ms``, and how many were in flight during a checkpoint or a GC pause
+    of the worker (both hold its event loop: nothing else runs meanwhile)."""
+    if not sent_at:
+        return {"count": 0}
+    t0, t1 = min(sent_at), max(sent_at)
+    slow = [(s, v) for s, v in zip(sent_at, visible, strict=True) if v > slow_ms]
+
+    def overlaps(sent: float, ms: float, stalls: list[tuple[float, float]]) -> bool:
+        # A stall logged at `end` that took `took` s held the loop from end - took to end.
+        return any(sent <= end and sent + ms / 1e3 >= end - took for end, took in stalls)
+
+    gcs = [(end, took) for end, took, _ in gc_pauses if t0 <= end <= t1 + 5]
+    return {
+        "threshold_ms": slow_ms,
+        "count": len(slow),
+        "during_checkpoint": sum(1 for s, v in slow if overlaps(s, v, checkpoints)),
+        "during_gc_pause": sum(1 for s, v in slow if overlaps(s, v, gcs)),
+        "checkpoints": [
+            {"at_s": round(end - t0, 2), "seconds": took}
+            for end, took in checkpoints
+            if t0 <= end <= t1 + 5
+        ],
+        "gc_pauses": {
+            "count": len(gcs),
+            "total_s": round(sum(took for _, took in gcs), 3),
+            "longest": [
+                {"at_s": round(end - t0, 2), "seconds": round(took, 3), "generation": g}
+                for end, took, g in sorted(
+                    (p for p in gc_pauses if t0 <= p[0] <= t1 + 5), key=lambda p: -p[1]
+                )[:5]
+            ],
+        },
+        "worst": [
+            {"sent_s": round(s - t0, 3), "ms": round(v, 1)}
+            for s, v in sorted(slow, key=lambda x: -x[1])[:10]
+        ],
+    }
+
+
+def run(
+    n_users: int = 2_000,
+    n_items: int = 2_000,
+    duration_s: float = 40.0,
+    partitions: int = 4,
+    burst_events: int = 3_000,
+    probe_s: float = 8.0,
+    max_probes: int = 8,
+    poll_ms: float = 2.0,
+    new_item_timeout_s: float = 60.0,
+    seed: int = 7,
+    quick: bool = False,
+) -> dict[str, Any]:
+    pool = burst_events + 100_000  # more than the paced phases send on this machine
+    items, events = workload(n_users, n_items, pool, seed)
+    catalogue_vectors(items)  # the worker's encoder cache: the catalogue is not timed
+    views = Counter(e.item_id for e in events[:burst_events])
+    source = next(i for i in items if i.item_id == views.most_common(1)[0][0])
+    new_item = dataclasses.replace(
+        source,
+        item_id=f"new-{unique_name('item')}",
+        # A sentence unique to this run: BERT must encode it (no cache hit), as for a real item.
+        description=f"{source.description} A brand-new edition ({unique_name('ed')}).",
+    )
+    prefix = unique_name("latency")
+    try:
+        # loglevel info: the worker logs each checkpoint with its duration; the GC probe records
+        # its collector pauses: the two suspects when a list is late (stall diagnosis).
+        with Worker(prefix, partitions, loglevel="info", gc_probe=True) as worker:
+            from recstream.adapters.kafka import ensure_topics
+
+            cfg = worker.settings
+            ensure_topics(cfg)
+            produce(cfg.topic("items"), ((i.item_id.encode(), i.to_json()) for i in items))
+            worker.wait_until(
+                lambda h: h.get("ready") and (h.get("item_vectors") or 0) >= len(items),
+                timeout_s=600,
+                what="ready with the catalogue encoded",
+            )
+            max_rate = _max_rate(worker, events[:burst_events], cfg.topic("events"))
+            measured = asyncio.run(
+                _measure(
+                    worker,
+                    events[burst_events:],
+                    max_rate["events_per_s"],
+                    duration_s,
+                    probe_s,
+                    max_probes,
+                    new_item,
+                    new_item_timeout_s,
+                    poll_ms,
+                )
+            )
+            checkpoints, gc_pauses = worker.checkpoints(), worker.gc_pauses()
+    finally:
+        delete_topics_with_prefix(prefix)
+        client = redis_client()
+        delete_redis_prefix(client, prefix)
+        client.close()
+
+    probe: _Probe = measured["probe"]
+    visible, generated = probe.visible_ms, probe.generated_ms
+    if not visible:
+        raise RuntimeError(f"no recommendation observed in Redis: {measured['latency']}")
+    new = measured["new_item"]
+    goal_s = cfg.encoder_interval_s + (new["encode_batch_s"] or 0.0)
+    half = max(1, len(visible) // 2)
+    return {
+        "latency_p50_ms": round(percentile(visible, 50), 2),
+        "latency_p99_ms": round(percentile(visible, 99), 2),
+        "new_item_first_rec_s": None
+        if new["first_rec_s"] is None
+        else round(new["first_rec_s"], 2),
+        "new_item_goal_s": round(goal_s, 2),
+        "burst_rate_events_per_s": round(max_rate["events_per_s"], 1),
+        "max_sustained_events_per_s": None
+        if measured["sustained"] is None
+        else round(measured["sustained"], 1),
+        "paced_rate_events_per_s": round(measured["rate"], 1),
+        "latency_mean_ms": round(statistics.fmean(visible), 2),
+        "latency_max_ms": round(max(visible), 2),
+        # A rising median means the rate was not sustained (a backlog grew during the run).
+        "latency_p50_first_half_ms": round(percentile(visible[:half], 50), 2),
+        "latency_p50_second_half_ms": round(percentile(visible[half:] or visible, 50), 2),
+        "generated_p50_ms": round(percentile(generated, 50), 2) if generated else None,
+        "generated_p99_ms": round(percentile(generated, 99), 2) if generated else None,
+        "poll_ms": poll_ms,
+        "slow_events": _slow_events(probe.sent_at, visible, checkpoints, gc_pauses, SLOW_MS),
+        "max_rate": max_rate,
+        "rate_probes": measured["probes"],
+        "latency": measured["latency"],
+        "new_item": {
+            **new,
+            "source_item": source.item_id,
+            "encoder_interval_s": cfg.encoder_interval_s,
+        },
+        "workload": {
+            "n_users": n_users,
+            "n_items": n_items,
+            "duration_s": duration_s,
+            "partitions": partitions,
+            "burst_events": burst_events,
+        },
+    }
+
+
+if __name__ == "__main__":
+    print(
+        json.dumps(run(duration_s=8, burst_events=500, probe_s=5, new_item_timeout_s=10), indent=2)
+    )
