@@ -21,9 +21,11 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
+from worker_harness import worker_factory
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -141,3 +143,16 @@ def create_topics(kafka_admin: KafkaAdminClient) -> Iterator[Callable[..., list[
     yield create
     if created:
         kafka_admin.delete_topics(created, raise_errors=False)
+
+
+# A recstream worker subprocess per test (unique prefix, app id, Redis prefix, web port, models
+# dir), stopped at the end of the test: tests/integration/worker_harness.py.
+@pytest.fixture
+def make_worker(
+    bootstrap_servers: str, redis_url: str, tmp_path: Path, request: Any, kafka_admin: Any
+) -> Iterator[Any]:
+    make, finish = worker_factory(
+        bootstrap_servers, redis_url, tmp_path, request.node.name.removeprefix("test_"), kafka_admin
+    )
+    yield make
+    finish()

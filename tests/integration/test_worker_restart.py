@@ -8,26 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from worker_harness import ROOT, Worker, wait_for, worker_factory
+from worker_harness import ROOT, Worker, wait_for
 
 from recstream.datasets import synthetic_stream
 from recstream.events import Event
-
-
-@pytest.fixture
-def make_worker(
-    bootstrap_servers: str, redis_url: str, tmp_path: Path, request: Any, kafka_admin: Any
-) -> Iterator[Any]:
-    make, finish = worker_factory(
-        bootstrap_servers, redis_url, tmp_path, request.node.name.removeprefix("test_"), kafka_admin
-    )
-    yield make
-    finish()
 
 
 def latest_checkpoint(w: Worker) -> dict:

@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_harness import Worker, wait_for, worker_factory
+from worker_harness import Worker, wait_for
 
 from recstream.datasets import synthetic_stream
 from recstream.events import Event, Item
-
-
-@pytest.fixture
-def make_worker(
-    bootstrap_servers: str, redis_url: str, tmp_path: Path, request: Any, kafka_admin: Any
-) -> Iterator[Any]:
-    make, finish = worker_factory(
-        bootstrap_servers, redis_url, tmp_path, request.node.name.removeprefix("test_"), kafka_admin
-    )
-    yield make
-    finish()
 
 
 def test_synthetic_stream_recommends_to_every_user_topic_and_redis(make_worker: Any) -> None:

@@ -155,6 +155,9 @@ def test_command_rejects_bad_arguments(tmp_path, capsys):
     from recstream.cli import main
 
     write_dataset(tmp_path / "data", n_events=50)
-    assert main(["evaluate", str(tmp_path / "data"), "--k", "0", "--no-encode"]) == 2
+    with pytest.raises(SystemExit) as info:  # argparse: a bad value never reaches run()
+        main(["evaluate", str(tmp_path / "data"), "--k", "0", "--no-encode"])
+    assert info.value.code == 2
+    assert "argument --k: expected a positive integer, got 0" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing"), "--no-encode"]) == 2
-    assert "error" in capsys.readouterr().err
+    assert "no such dataset folder" in capsys.readouterr().err
