@@ -65,11 +65,17 @@ def test_synthetic_stream_recommends_to_every_user_topic_and_redis(make_worker: 
     )
     vec = w.redis.hgetall(w.key("item", "i0"))
     assert int(vec[b"dim"]) == 384 and len(vec[b"vec"]) == 384 * 4
-    profiles = list(w.redis.scan_iter(match=w.key("user", "*"), count=1000))
-    assert profiles, "no user profile in Redis"
+    # A profile is the mean of the vectors of the user's items *at event time*: when the encoder
+    # finished after the last event, no profile exists yet. The next event of a user writes one.
+    user = events[0].user_id
+    follow_up = Event("follow-up", user, "i0", "view", events[-1].ts + 1)
+    w.send("events", [(user.encode(), follow_up.to_json())])
+    w.wait_events(n_events + 1)
+    wait_for(lambda: w.redis.hgetall(w.key("user", user)), 30, f"{user}'s profile in Redis")
+    profile = w.redis.hgetall(w.key("user", user))
+    assert int(profile[b"dim"]) == 384 and len(profile[b"vec"]) == 384 * 4
 
     # `recstream consume` shows them, one readable line each.
-    user = events[0].user_id
     shown = w.run_cli("consume", "--from-beginning", "--user", user, "--limit", "3")
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
