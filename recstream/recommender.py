@@ -332,12 +332,18 @@ class Recommender:
         if not recent:
             return {}
         vectors = self.index.vectors
-        sims = vectors[[r for r, _ in recent]] @ vectors[targets].T  # (n_recent, n_targets)
+        recent_rows = np.array([r for r, _ in recent])
+        sims = vectors[recent_rows] @ vectors[targets].T  # (n_recent, n_targets)
+        # an item the user viewed can come back (only purchases are excluded): explain it by
+        # another item, never "similar to X" for X itself
+        sims[recent_rows[:, None] == np.array(targets)[None, :]] = -np.inf
         best = sims.argmax(axis=0)
+        found = np.isfinite(sims[best, np.arange(len(targets))])
         ids = self.index.ids
         return {
             target: (ids[recent[i][0]], recent[i][1])
-            for target, i in zip(targets, best.tolist(), strict=True)
+            for target, i, ok in zip(targets, best.tolist(), found.tolist(), strict=True)
+            if ok
         }
 
     # -- introspection -----------------------------------------------------------------------

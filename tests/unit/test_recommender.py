@@ -165,3 +165,18 @@ def test_fresh_items_released_mid_stream_are_boosted_before_any_event():
     assert top[2].score == 0.0  # old2: in the catalogue, never seen
     rec.learn(ev(5, "u1", "old2"))  # its first event makes it the freshest
     assert rec.recommend("u2", k=1)[0].item_id == "old2"
+
+
+def test_content_reason_never_names_the_item_itself():
+    config = RecommenderConfig(w_covisit=0, w_mf=0, w_popularity=0, w_fresh=0, content_dim=0)
+    rec = Recommender(config)
+    for item_id in ("a", "b", "c"):
+        rec.upsert_item(Item(item_id, title=item_id))
+    rec.set_item_vectors(["a", "b", "c"], np.stack([unit(1, 0.1), unit(1, 0.2), unit(-1, 1)]))
+    rec.learn(ev(0, "u", "a", "view"))  # viewed, not purchased: "a" may come back
+    reasons = {r.item_id: r.reason for r in rec.recommend("u", k=3)}
+    assert reasons["a"] == "similar to what you like"  # its only anchor would be itself
+    rec.learn(ev(1, "u", "b", "view"))
+    reasons = {r.item_id: r.reason for r in rec.recommend("u", k=3)}
+    assert reasons["a"] == "similar to b you viewed"
+    assert reasons["b"] == "similar to a you viewed"
