@@ -112,16 +112,7 @@ class Runtime:
                 offset=message.offset,
                 timestamp=message.timestamp,
             )
-            if out.status == "replayed":
-                m.replayed.inc()
-                return
-            if out.status == "duplicate":
-                m.duplicates.inc()
-                return
-            if out.status == "dlq":
-                assert out.dlq is not None
-                m.dlq.labels(reason=out.dlq["code"]).inc()
-                await self.publish(s.topic("events.dlq"), message.key, _json(out.dlq))
+            if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
                 return
             assert out.event is not None and out.recommendation is not None
             m.events.labels(type=out.event.type).inc()
@@ -147,13 +138,7 @@ class Runtime:
                 partition=message.partition,
                 offset=message.offset,
             )
-            if out.status == "replayed":
-                m.replayed.inc()
-                return
-            if out.status == "dlq":
-                assert out.dlq is not None
-                m.dlq.labels(reason=out.dlq["code"]).inc()
-                await self.publish(s.topic("events.dlq"), message.key, _json(out.dlq))
+            if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
                 return
             m.item_updates.labels(action=out.status).inc()
             if out.status == "deleted" and self.redis is not None:
@@ -162,6 +147,24 @@ class Runtime:
         m.encode_queue.set(len(self.processor.encode_queue))
         if self.processor.encode_queue.waiting >= s.encoder_max_queue:
             self._wakeup.set()  # a full batch is waiting: do not wait for the timer
+
+    async def _skipped_or_dead_lettered(
+        self, status: str, dlq: dict[str, Any] | None, message: Message
+    ) -> bool:
+        """Count a message the processor did not apply (redelivered, duplicate) and send an
+        invalid one to the DLQ; True when there is nothing else to do with it."""
+        m = self.metrics
+        if status == "replayed":
+            m.replayed.inc()
+        elif status == "duplicate":
+            m.duplicates.inc()
+        elif status == "dlq":
+            assert dlq is not None
+            m.dlq.labels(reason=dlq["code"]).inc()
+            await self.publish(self.settings.topic("events.dlq"), message.key, _json(dlq))
+        else:
+            return False
+        return True
 
     # -- encoder -----------------------------------------------------------------------------
     def _encode_sync(self, texts: list[str]) -> np.ndarray:
