@@ -49,6 +49,9 @@ class Settings:
     web_port: int = 6066  # RECSTREAM_WEB_PORT: /recommendations, /healthz, /metrics
     metrics_interval_s: float = 10.0  # RECSTREAM_METRICS_INTERVAL_S: snapshot to the metrics topic
     checkpoint_interval_s: float = 30.0  # RECSTREAM_CHECKPOINT_INTERVAL_S
+    # RECSTREAM_BATCH_MAX: most events learned in one batch; a batch is whatever has arrived
+    # (no waiting to fill it), and each user in it gets one list. 1 = a list for every event
+    batch_max: int = 256
     # RECSTREAM_SESSION_TIMEOUT_S: Kafka group session; a killed worker's partitions (and a
     # restarted worker's first rebalance) wait this long for the dead member to expire
     session_timeout_s: float = 30.0

@@ -45,13 +45,35 @@ from recstream.online import (
     RateMeter,
 )
 
-__all__ = ["EventOutcome", "ItemOutcome", "StreamProcessor", "dead_letter"]
+__all__ = ["EventOutcome", "ItemOutcome", "KafkaMessage", "StreamProcessor", "dead_letter"]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 MODEL_FILE = "recommender.pkl"
 STATE_FILE = "stream.pkl"
+
+
+class MessageLike(Protocol):
+    """What the processor reads of a Kafka message (Faust's ``Message`` has these)."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaMessage:
+    """A :class:`MessageLike` for callers without a Faust message (replays, tests)."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None = None
+    key: bytes | None = None
 
 
 class RecommenderLike(Protocol):
@@ -107,7 +129,8 @@ def dead_letter(
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
-    # ok: learned and recommended · dlq: invalid · duplicate: event_id seen in the window ·
+    # ok: learned (and ``recommendation`` set unless the user has a later event in the same
+    # batch: see handle_events) · dlq: invalid · duplicate: event_id seen in the window ·
     # replayed: offset already reflected in the state (redelivery after a restart): skipped.
     status: Literal["ok", "dlq", "duplicate", "replayed"]
     event: Event | None = None
@@ -179,27 +202,70 @@ class StreamProcessor:
         timestamp: float | None,
     ) -> EventOutcome:
         """One message of the events topic; ``timestamp`` is the Kafka record time (seconds)."""
+        return self.handle_events([KafkaMessage(raw, topic, partition, offset, timestamp)])[0]
+
+    def handle_events(self, messages: Sequence[MessageLike]) -> list[EventOutcome]:
+        """A batch of event messages, in order: one outcome per message.
+
+        Every event is validated, deduplicated and learned in order, as one at a time would be.
+        Then each user with events in the batch gets **one** fresh list, scored after all of
+        them: it is attached to the outcome of the user's last event (its ``trigger_event_id``);
+        the user's earlier events in the batch are ``ok`` without a list of their own. A list
+        for an earlier event would be superseded before anyone could read it, and scoring is
+        most of an event's cost, so a worker behind its stream catches up faster; when events
+        arrive one by one the batches hold one event and every event gets its list.
+        """
         now = self.clock()
+        outcomes: list[EventOutcome] = []
+        last_of_user: dict[str, int] = {}  # user -> index of their last learned event
+        for message in messages:
+            outcome = self._learn_message(message, now)
+            if outcome.status == "ok" and outcome.event is not None:
+                last_of_user.pop(outcome.event.user_id, None)  # re-insert: keeps stream order
+                last_of_user[outcome.event.user_id] = len(outcomes)
+            outcomes.append(outcome)
+        for index in last_of_user.values():
+            event = outcomes[index].event
+            assert event is not None
+            message = messages[index]
+            try:
+                outcomes[index] = self._recommend(event, message.timestamp, now)
+            except Exception as exc:  # see _learn_message: dead-lettered, not raised
+                log.exception("recommending after event %s failed", event.event_id)
+                error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
+                where = {"topic": message.topic, "partition": message.partition}
+                dlq = self._dead_letter(message.value, error, {**where, "offset": message.offset})
+                outcomes[index] = EventOutcome("dlq", event, dlq=dlq, received_at=now)
+        return outcomes
+
+    def _learn_message(self, message: MessageLike, now: float) -> EventOutcome:
+        raw, topic = message.value, message.topic
+        partition, offset = message.partition, message.offset
         if not self.positions.accept(topic, partition, offset):
             self.counts.replayed += 1
             return EventOutcome("replayed", received_at=now)
         self.changes += 1
         where = {"topic": topic, "partition": partition, "offset": offset}
         try:
-            event = parse_event(raw, default_ts=timestamp, max_bytes=self.max_event_bytes)
+            event = parse_event(raw, default_ts=message.timestamp, max_bytes=self.max_event_bytes)
         except InvalidMessage as exc:
             return EventOutcome("dlq", dlq=self._dead_letter(raw, exc, where), received_at=now)
         if not self.dedup.add(event.event_id):
             self.counts.duplicates += 1
             return EventOutcome("duplicate", event=event, received_at=now)
         try:
-            return self._learn_and_recommend(event, timestamp, now)
+            if event.type == "purchase":
+                # Test, then learn: score the list this user was shown before the purchase.
+                self.online.observe_purchase(event.user_id, event.item_id)
+            self.recommender.learn(event)
         except Exception as exc:
             # A bug or an incompatible model must not stop the stream, nor silently drop the
             # event: it is dead-lettered (replayable once fixed), logged and counted.
             log.exception("processing event %s failed", event.event_id)
             error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
             return EventOutcome("dlq", event, dlq=self._dead_letter(raw, error, where))
+        self.counts.events_by_type[event.type] += 1
+        return EventOutcome("ok", event, received_at=now)
 
     def _dead_letter(self, raw: bytes | None, error: InvalidMessage, where: dict) -> dict:
         self.counts.dlq_by_reason[error.code] += 1
@@ -207,14 +273,7 @@ class StreamProcessor:
             raw, error, **where, max_raw_bytes=self.max_event_bytes, now=self.clock()
         )
 
-    def _learn_and_recommend(
-        self, event: Event, timestamp: float | None, now: float
-    ) -> EventOutcome:
-        if event.type == "purchase":
-            # Test, then learn: score the list this user was shown before the purchase is learned.
-            self.online.observe_purchase(event.user_id, event.item_id)
-        self.recommender.learn(event)
-        self.counts.events_by_type[event.type] += 1
+    def _recommend(self, event: Event, timestamp: float | None, now: float) -> EventOutcome:
         items = tuple(self.recommender.recommend(event.user_id, self.k))
         ids = [s.item_id for s in items]
         self.online.remember(event.user_id, ids)

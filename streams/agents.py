@@ -17,9 +17,23 @@ SOURCE_TOPIC_NAMES = {t.get_topic_name() for t in SOURCE_TOPICS}
 
 @app.agent(events_topic)
 async def process_events(stream: Any) -> None:
-    """Validate → dedup → learn → recommend → publish (Kafka + Redis), one event at a time."""
+    """Queues each event message for the batch task below (waits when its inbox is full)."""
     async for event in stream.events():  # .events(): the message's partition/offset/timestamp
-        await runtime.current().on_event(event.message)
+        await runtime.current().submit_event(event.message)
+
+
+@app.task
+async def event_batches() -> None:
+    """Validate → dedup → learn → recommend → publish (Kafka + Redis), a batch at a time: the
+    events that arrived while the previous batch was processed (Runtime.process_event_batches).
+    """
+    try:
+        await runtime.current().process_event_batches()
+    except Exception as exc:
+        # Unexpected (a per-event error is dead-lettered, never raised): stop the worker loudly
+        # rather than consume on without processing; a restart resumes from the checkpoint.
+        await app.crash(exc)
+        raise
 
 
 @app.agent(items_topic)

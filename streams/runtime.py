@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,34 +101,66 @@ class Runtime:
         # while it is free never sees a reflected event whose outputs are not handed over yet.
         self.lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
+        # Event messages between the agent (which only queues them) and the batch task. Bounded:
+        # a full inbox makes the agent wait, so Faust stops fetching — backpressure, not memory.
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=max(1, settings.batch_max))
 
     # -- inputs ------------------------------------------------------------------------------
-    async def on_event(self, message: Message) -> None:
+    async def submit_event(self, message: Message) -> None:
+        """The events agent's whole job: queue the message for :meth:`process_event_batches`."""
+        await self.inbox.put(message)
+
+    async def process_event_batches(self) -> None:
+        """Forever: take everything queued (up to ``batch_max``, never waiting for more) and
+        process it as one batch. Idle, each event is a batch of one and waits for nothing;
+        behind, batches grow and the per-message costs (sends, metrics, scoring a user
+        twice) are paid once per batch."""
+        inbox = self.inbox
+        while True:
+            batch = [await inbox.get()]
+            while len(batch) < self.settings.batch_max and not inbox.empty():
+                batch.append(inbox.get_nowait())
+            try:
+                await self.on_events(batch)
+            finally:
+                for _ in batch:
+                    inbox.task_done()
+
+    async def drain_events(self) -> None:
+        """Until every queued event message is processed (tests, benchmarks)."""
+        await self.inbox.join()
+
+    async def on_events(self, messages: list[Message]) -> None:
         m, s = self.metrics, self.settings
         async with self.lock:
-            out = self.processor.handle_event(
-                message.value,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                timestamp=message.timestamp,
-            )
-            if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
-                return
-            assert out.event is not None and out.recommendation is not None
-            m.events.labels(type=out.event.type).inc()
-            m.model_updates.inc()
-            body = out.recommendation.to_json()
-            await self.publish(s.topic("recommendations"), out.event.user_id.encode(), body)
-            if self.redis is not None:  # queued: the writer task pipelines it (redis_sink.py)
-                await self.redis.put_recommendation(out.event.user_id, body, out.profile)
-            m.recommendations.inc()
+            outcomes = self.processor.handle_events(messages)
+            learned: Counter[str] = Counter()
+            for message, out in zip(messages, outcomes, strict=True):
+                if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
+                    continue
+                assert out.event is not None
+                learned[out.event.type] += 1
+                if out.recommendation is None:
+                    continue  # the user's later event in this batch carries their list
+                body = out.recommendation.to_json()
+                key = out.event.user_id.encode()
+                await self.publish(s.topic("recommendations"), key, body)
+                if self.redis is not None:  # queued: the writer task pipelines it
+                    await self.redis.put_recommendation(out.event.user_id, body, out.profile)
+                m.recommendations.inc()
+            for event_type, n in learned.items():
+                m.events.labels(type=event_type).inc(n)
+            m.model_updates.inc(learned.total())
+            # Every learned event's latency ends now, when the list reflecting it is handed
+            # over, whether it triggered that list or was folded into it.
             done = time.time()
-            since = message.timestamp if message.timestamp else out.received_at
-            latency = max(0.0, done - since)
-            m.latency.observe(latency)
-            m.processing.observe(max(0.0, done - out.received_at))
-            self.processor.observe_latency(latency)
+            for message, out in zip(messages, outcomes, strict=True):
+                if out.status == "ok":
+                    since = message.timestamp if message.timestamp else out.received_at
+                    latency = max(0.0, done - since)
+                    m.latency.observe(latency)
+                    m.processing.observe(max(0.0, done - out.received_at))
+                    self.processor.observe_latency(latency)
 
     async def on_item(self, message: Message) -> None:
         m, s = self.metrics, self.settings

@@ -76,9 +76,11 @@ def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
     for e in events:
         by_type[e.type] = by_type.get(e.type, 0) + 1
     assert health["events_by_type"] == by_type
-    # Outputs are at least once: every event has its recommendation (replayed ones twice).
+    # Outputs are at least once: every user's list reflects their last event (a replayed
+    # event's list may be published twice; earlier events of a batch fold into a later list).
     triggers = {r["trigger_event_id"] for r in w.read_json("recommendations")}
-    assert triggers == {e.event_id for e in events}
+    assert triggers <= {e.event_id for e in events}
+    assert set({e.user_id: e.event_id for e in events}.values()) <= triggers
 
     # Recommendations continue from the learned state: a user's purchases from before the kill
     # (restored from the checkpoint) are still excluded, and the model keeps counting.

@@ -36,7 +36,10 @@ def test_synthetic_stream_recommends_to_every_user_topic_and_redis(make_worker: 
             purchases[e.user_id].append((n, e.item_id))
 
     recs = w.read_json("recommendations")
-    assert len(recs) == n_events  # one list per event, no event lost or doubled
+    # One list per user per batch (RECSTREAM_BATCH_MAX): never more lists than events, never
+    # two for one event, and each user's lists follow their events in stream order...
+    triggers = [rec["trigger_event_id"] for rec in recs]
+    assert len(recs) <= n_events and len(set(triggers)) == len(triggers)
     by_user: dict[str, list[dict]] = defaultdict(list)
     for rec in recs:
         by_user[rec["user_id"]].append(rec)
@@ -49,6 +52,12 @@ def test_synthetic_stream_recommends_to_every_user_topic_and_redis(make_worker: 
         shown = {it["item_id"] for it in rec["items"]}
         assert not shown & bought, f"{rec['user_id']} was recommended purchased {shown & bought}"
     assert set(by_user) == {e.user_id for e in events}
+    last_event = {e.user_id: e.event_id for e in events}
+    for user, lists in by_user.items():
+        at = [position[rec["trigger_event_id"]] for rec in lists]
+        assert at == sorted(at), user
+        # ...and the last list reflects the user's last event: no event is left unreflected.
+        assert lists[-1]["trigger_event_id"] == last_event[user], user
 
     for user in by_user:
         raw = w.redis.get(w.key("recs", user))

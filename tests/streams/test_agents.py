@@ -7,9 +7,10 @@ sends are recorded by a fake ``publish`` and Redis writes by a recording sink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 
 from recstream.config import Settings
 from recstream.events import Item
-from recstream.pipeline import StreamProcessor
+from recstream.pipeline import KafkaMessage, StreamProcessor
 from recstream.recommender import Recommender
 from streams import runtime
 from streams.agents import process_events, process_items
@@ -49,8 +50,10 @@ class RecordingRedis:
 
 
 class Harness:
-    def __init__(self) -> None:
-        self.settings: Settings = app_settings
+    def __init__(self, batch_max: int = 1) -> None:
+        # batch_max=1: every event is its own batch, so each gets its list (the default batches
+        # whatever has arrived, which in test_context depends on scheduling).
+        self.settings: Settings = app_settings.replace(batch_max=batch_max)
         self.sent: list[tuple[str, bytes | None, dict]] = []
         self.redis = RecordingRedis()
         recommender = Recommender(seed=1)
@@ -85,6 +88,19 @@ def run(coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(coro_fn(), timeout=30))
 
 
+@contextlib.asynccontextmanager
+async def events_agent(harness: Harness) -> AsyncIterator[Any]:
+    """The events agent in test_context, with the worker's batch task behind it; on exit,
+    waits until every event put is processed."""
+    batches = asyncio.create_task(harness.runtime.process_event_batches())
+    try:
+        async with process_events.test_context() as agent:
+            yield agent
+            await harness.runtime.drain_events()
+    finally:
+        batches.cancel()
+
+
 def event(user: str, item: str, type_: str = "view", event_id: str | None = None) -> bytes:
     body: dict[str, Any] = {"user_id": user, "item_id": item, "type": type_, "ts": 100.0}
     if event_id:
@@ -94,7 +110,7 @@ def event(user: str, item: str, type_: str = "view", event_id: str | None = None
 
 def test_valid_event_publishes_recommendation_with_interface_shape(harness: Harness) -> None:
     async def scenario() -> None:
-        async with process_events.test_context() as agent:
+        async with events_agent(harness) as agent:
             await agent.put(event("u1", "i3", "purchase", "e-1"), key=b"u1", partition=0)
 
     t0 = time.time()
@@ -137,7 +153,7 @@ def test_invalid_event_goes_to_dlq_and_the_stream_goes_on(
     harness: Harness, raw: bytes, code: str
 ) -> None:
     async def scenario() -> None:
-        async with process_events.test_context() as agent:
+        async with events_agent(harness) as agent:
             await agent.put(event("u1", "i1"), key=b"u1", partition=0)
             await agent.put(raw, key=b"u1", partition=0)
             await agent.put(event("u2", "i2"), key=b"u2", partition=0)
@@ -165,7 +181,7 @@ def test_invalid_event_goes_to_dlq_and_the_stream_goes_on(
 
 def test_duplicate_event_id_is_learned_once(harness: Harness) -> None:
     async def scenario() -> None:
-        async with process_events.test_context() as agent:
+        async with events_agent(harness) as agent:
             for _ in range(3):  # the producer retried: same event_id, new offsets
                 await agent.put(event("u1", "i4", "click", "e-dup"), key=b"u1", partition=0)
             await agent.put(event("u1", "i5", "click", "e-other"), key=b"u1", partition=0)
@@ -182,7 +198,7 @@ def test_redelivered_offset_is_skipped(harness: Harness) -> None:
     harness.processor.positions.accept(harness.settings.topic("events"), 0, 1)
 
     async def scenario() -> None:
-        async with process_events.test_context() as agent:
+        async with events_agent(harness) as agent:
             await agent.put(event("u1", "i1", event_id="old-0"), key=b"u1", partition=0)  # @0
             await agent.put(event("u1", "i2", event_id="old-1"), key=b"u1", partition=0)  # @1
             await agent.put(event("u1", "i3", event_id="new-2"), key=b"u1", partition=0)  # @2
@@ -190,6 +206,51 @@ def test_redelivered_offset_is_skipped(harness: Harness) -> None:
     run(scenario)
     assert [r["trigger_event_id"] for _, r in harness.on("recommendations")] == ["new-2"]
     assert harness.processor.counts.replayed == 2
+
+
+def test_events_waiting_together_are_one_batch_with_one_list_per_user() -> None:
+    h = Harness(batch_max=16)
+    topic = h.settings.topic("events")
+    sent = [
+        ("u1", "i1", "view"),
+        ("u2", "i2", "view"),
+        ("u1", "i3", "purchase"),
+        ("u3", "i4", "click"),
+    ]
+    now = time.time()
+    values = [event(u, i, t, f"e{n}") for n, (u, i, t) in enumerate(sent)]
+    values.insert(2, b"{not json")
+    keys = [b"u1", b"u2", b"u9", b"u1", b"u3"]
+    messages = [
+        KafkaMessage(v, topic, 0, offset, timestamp=now, key=k)
+        for offset, (v, k) in enumerate(zip(values, keys, strict=True))
+    ]
+
+    async def scenario() -> None:
+        for message in messages:  # all queued before the batch task runs: one batch
+            h.runtime.inbox.put_nowait(message)
+        batches = asyncio.create_task(h.runtime.process_event_batches())
+        await h.runtime.drain_events()
+        batches.cancel()
+
+    run(scenario)
+    recs = h.on("recommendations")
+    # One list per user, in the order of their last event, each after all their events.
+    assert [(k, r["trigger_event_id"]) for k, r in recs] == [
+        (b"u2", "e1"),
+        (b"u1", "e2"),
+        (b"u3", "e3"),
+    ]
+    u1 = next(r for k, r in recs if k == b"u1")
+    assert "i3" not in [it["item_id"] for it in u1["items"]]  # purchased in the same batch
+    assert set(h.redis.recs) == {"u1", "u2", "u3"}
+    assert [r["code"] for _, r in h.on("events.dlq")] == ["bad_json"]
+    assert h.processor.events_processed == 4
+    # Every learned event's latency is observed, folded into a later list or not.
+    latency_count = h.runtime.metrics.registry.get_sample_value(
+        "recstream_event_to_recommendation_seconds_count"
+    )
+    assert latency_count == 4
 
 
 def test_items_agent_upserts_queues_encoding_and_deletes(harness: Harness) -> None:
@@ -201,7 +262,7 @@ def test_items_agent_upserts_queues_encoding_and_deletes(harness: Harness) -> No
             await agent.put(b'{"title": "no id"}', key=None, partition=0)
             gone = {"item_id": "i0", "deleted": True}
             await agent.put(json.dumps(gone).encode(), key=b"i0", partition=0)
-        async with process_events.test_context() as agent:
+        async with events_agent(harness) as agent:
             await agent.put(event("u9", "i1"), key=b"u9", partition=0)
 
     run(scenario)

@@ -21,7 +21,7 @@ from recstream.online import (
     Positions,
     RateMeter,
 )
-from recstream.pipeline import StreamProcessor
+from recstream.pipeline import KafkaMessage, StreamProcessor
 from recstream.recommender import Recommender
 
 # --- DedupWindow -------------------------------------------------------------------------------
@@ -320,3 +320,79 @@ def test_snapshot_has_the_documented_fields() -> None:
     assert snap["online"]["evaluated"] > 0 and 0 <= snap["online"]["hr@10"] <= 1
     assert 0 < snap["coverage"] <= 1 and snap["catalogue_items"] == 30
     json.dumps(snap)  # serialisable as is
+
+
+# --- StreamProcessor.handle_events: batches ---------------------------------------------------
+
+
+def _event_json(user: str, item: str, type_: str = "view", event_id: str = "") -> bytes:
+    return Event(event_id or f"{user}-{item}", user, item, type_, ts=1.0).to_json()
+
+
+def test_a_batch_learns_every_event_and_gives_each_user_one_list_after_their_last() -> None:
+    proc = _processor([Item(f"i{n}", title=f"item {n}") for n in range(12)])
+    values = [
+        _event_json("u1", "i1"),
+        _event_json("u2", "i2"),
+        _event_json("u1", "i3", "purchase"),
+        b"{not json",
+        _event_json("u1", "i1"),  # same event_id as the first: a duplicate
+        _event_json("u3", "i4", "purchase"),
+    ]
+    messages = [KafkaMessage(v, "events", 0, 10 + n, timestamp=1.0) for n, v in enumerate(values)]
+    outcomes = proc.handle_events(messages)
+
+    assert [o.status for o in outcomes] == ["ok", "ok", "ok", "dlq", "duplicate", "ok"]
+    assert [o.recommendation is not None for o in outcomes] == [0, 1, 1, 0, 0, 1]
+    assert [o.recommendation.trigger_event_id for o in outcomes if o.recommendation] == [
+        "u2-i2",
+        "u1-i3",
+        "u3-i4",
+    ]
+    # u1's list was scored after u1's purchase of i3: purchased items are excluded.
+    u1_list = outcomes[2].recommendation
+    assert u1_list is not None and "i3" not in [s.item_id for s in u1_list.items]
+    assert proc.recommender.n_events == 4
+    assert proc.counts.recommendations == 3
+    assert proc.events_processed == 4 and proc.counts.duplicates == 1
+    assert proc.positions.next_offset("events", 0) == 16
+    assert outcomes[3].dlq is not None and outcomes[3].dlq["offset"] == 13
+
+
+def test_batches_and_single_events_leave_the_same_model() -> None:
+    items, events = synthetic_stream(n_users=25, n_items=50, n_events=600, seed=11)
+    msgs = _msgs(events)
+    one_by_one = _processor(items)
+    _feed(one_by_one, msgs)
+    batched = _processor(items)
+    as_messages = [KafkaMessage(v, "events", p, o, timestamp=1.0) for p, o, v in msgs]
+    for start in range(0, len(as_messages), 64):
+        batched.handle_events(as_messages[start : start + 64])
+
+    assert batched.events_processed == one_by_one.events_processed == len(events)
+    assert batched.positions.as_dict() == one_by_one.positions.as_dict()
+    assert batched.counts.recommendations < one_by_one.counts.recommendations == len(events)
+    for user in sorted({e.user_id for e in events}):
+        a = [s.item_id for s in batched.recommender.recommend(user, 10)]
+        b = [s.item_id for s in one_by_one.recommender.recommend(user, 10)]
+        assert a == b, user
+
+
+def test_a_failed_recommendation_dead_letters_only_that_users_event() -> None:
+    proc = _processor([Item(f"i{n}", title=f"item {n}") for n in range(5)])
+    recommend = proc.recommender.recommend
+
+    def broken_for_u2(user_id: str, k: int = 10) -> list:
+        if user_id == "u2":
+            raise ValueError("boom")
+        return recommend(user_id, k)
+
+    proc.recommender.recommend = broken_for_u2  # type: ignore[method-assign]
+    values = [_event_json("u1", "i1"), _event_json("u2", "i2"), _event_json("u3", "i3")]
+    outcomes = proc.handle_events(
+        [KafkaMessage(v, "events", 0, n, timestamp=1.0) for n, v in enumerate(values)]
+    )
+    assert [o.status for o in outcomes] == ["ok", "dlq", "ok"]
+    assert outcomes[1].dlq is not None and outcomes[1].dlq["code"] == "processing_error"
+    assert "ValueError: boom" in outcomes[1].dlq["reason"] and outcomes[1].dlq["offset"] == 1
+    assert outcomes[0].recommendation is not None and outcomes[2].recommendation is not None
