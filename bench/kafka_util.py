@@ -131,9 +131,12 @@ if __name__ == "__main__":
     print(json.dumps(asyncio.run(_raw_drain(**params))))
 
 
-def read_topic(topic: str, n: int, timeout_s: float = 120.0) -> list[Any]:
+def read_topic(
+    topic: str, n: int, timeout_s: float = 120.0, idle_s: float | None = None
+) -> list[Any]:
     """The first ``n`` records of ``topic`` (all partitions, from offset 0), as kafka-python
-    ConsumerRecords; fewer if the topic holds fewer after ``timeout_s``."""
+    ConsumerRecords; fewer if the topic holds fewer after ``timeout_s``, or (``idle_s``) once
+    nothing new has arrived for ``idle_s`` after the first record."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -149,9 +152,67 @@ def read_topic(topic: str, n: int, timeout_s: float = 120.0) -> list[Any]:
         consumer.seek_to_beginning(*tps)
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
         while len(out) < n and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=1000).values():
+            before = len(out)
+            for records in consumer.poll(timeout_ms=500).values():
                 out.extend(records)
+            if len(out) > before:
+                last_new = time.monotonic()
+            elif idle_s is not None and out and time.monotonic() - last_new >= idle_s:
+                break
         return out
     finally:
         consumer.close()
+
+
+def event_positions(topic: str, n: int) -> dict[str, tuple[int, int]]:
+    """``event_id -> (partition, offset)`` of the first ``n`` events on ``topic``."""
+    return {json.loads(r.value)["event_id"]: (r.partition, r.offset) for r in read_topic(topic, n)}
+
+
+def reflected_rate(
+    recommendations: list[dict[str, Any]],
+    positions: dict[str, tuple[int, int]],
+    start_fraction: float = 0.05,
+) -> dict[str, Any]:
+    """Events/s the worker learned and published, from its lists on the recommendations topic.
+
+    The worker reads each partition in order and publishes one list per user per batch, after
+    the whole batch is learned; so a list whose trigger is at offset ``o`` of partition ``p``
+    shows that every event of ``p`` up to ``o`` was processed by its ``generated_at``. The rate
+    is taken from the first list by which ``start_fraction`` of the events (of ``positions``:
+    the ones timed) were reflected, to the last list. At the start of the window the count is a
+    lower bound (events of the same batch whose lists come later are not seen yet), which
+    overstates the rate by at most one batch (``RECSTREAM_BATCH_MAX``) over the window.
+    """
+    import bisect
+    from collections import defaultdict
+
+    offsets: dict[int, list[int]] = defaultdict(list)
+    for partition, offset in positions.values():
+        offsets[partition].append(offset)
+    for values in offsets.values():
+        values.sort()
+    timed = [r for r in recommendations if r["trigger_event_id"] in positions]
+    timed.sort(key=lambda r: r["generated_at"])
+    highest: dict[int, int] = {}
+    series: list[tuple[float, int]] = []  # (generated_at, events reflected by then)
+    for rec in timed:
+        partition, offset = positions[rec["trigger_event_id"]]
+        highest[partition] = max(offset, highest.get(partition, -1))
+        done = sum(bisect.bisect_right(offsets[p], o) for p, o in highest.items())
+        series.append((rec["generated_at"], done))
+    if not series or series[-1][1] < len(positions):
+        reflected = series[-1][1] if series else 0
+        raise RuntimeError(f"the lists reflect {reflected} of {len(positions)} events")
+    t0, done0 = next(s for s in series if s[1] >= start_fraction * len(positions))
+    t1, done1 = series[-1]
+    return {
+        "events": len(positions),
+        "lists": len(timed),
+        "lists_per_event": round(len(timed) / len(positions), 3),
+        "events_timed": done1 - done0,
+        "seconds": round(t1 - t0, 3),
+        "events_per_s": (done1 - done0) / (t1 - t0),
+    }

@@ -46,7 +46,14 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import delete_redis_prefix, percentile, redis_client, unique_name
-from bench.kafka_util import bootstrap, delete_topics_with_prefix, produce, read_topic
+from bench.kafka_util import (
+    bootstrap,
+    delete_topics_with_prefix,
+    event_positions,
+    produce,
+    read_topic,
+    reflected_rate,
+)
 from bench.worker_util import Worker
 from bench.workload import catalogue_vectors, workload
 
@@ -74,23 +81,22 @@ def _max_rate(worker: Worker, events: list, topic: str) -> dict[str, Any]:
         timeout_s=900,
         what="done with the burst",
     )
+    cfg = worker.settings
     recs = [
         json.loads(r.value)
-        for r in read_topic(worker.settings.topic("recommendations"), done + len(events))
+        for r in read_topic(cfg.topic("recommendations"), done + len(events), idle_s=3)
     ]
     ids = {e.event_id for e in events}
-    generated = sorted(r["generated_at"] for r in recs if r["trigger_event_id"] in ids)
-    # The second half only: early events meet a small model (cheap lists) and would overstate
-    # the rate the worker can sustain once its state has grown.
-    half = generated[len(generated) // 2 :]
-    seconds = half[-1] - half[0]
-    return {
-        "events": len(generated),
-        "events_timed": len(half),
-        "seconds": round(seconds, 3),
-        "events_per_s": (len(half) - 1) / seconds,
-        "whole_burst_events_per_s": (len(generated) - 1) / (generated[-1] - generated[0]),
+    positions = {
+        eid: where
+        for eid, where in event_positions(cfg.topic("events"), done + len(events)).items()
+        if eid in ids
     }
+    # From the middle of the burst: early events meet a small model (cheap lists) and would
+    # overstate the rate the worker can sustain once its state has grown.
+    half = reflected_rate(recs, positions, start_fraction=0.5)
+    whole = reflected_rate(recs, positions, start_fraction=0.0)
+    return {**half, "whole_burst_events_per_s": whole["events_per_s"]}
 
 
 @dataclasses.dataclass

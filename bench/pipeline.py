@@ -8,7 +8,9 @@ One synthetic workload (catalogue + N events, ``bench.workload``) and one fresh 
 2. The N events are produced to ``<prefix>.events`` as fast as kafka-python can (20k+/s, far
    above the worker's rate, so the worker works through a backlog just as when the events are
    produced before it starts). When the worker reports N events processed, the recommendations
-   topic is read back: throughput = (N - 1) / (last ``generated_at`` - first ``generated_at``).
+   topic is read back, and the throughput is the events its lists reflect per second of
+   ``generated_at`` (``kafka_util.reflected_rate``: one list per user per batch, so a list
+   reflects its partition up to its trigger event), from 5 % of the events to the last list.
    Redis is checked to hold every user's list, the last one written at the same time.
 3. Baselines, in the same run on the same machine:
    * a raw aiokafka consumer draining ``<prefix>.events`` (same messages, same partitions) →
@@ -36,7 +38,14 @@ from bench.common import (
     unique_name,
 )
 from bench.consumers import faust_noop_drain
-from bench.kafka_util import delete_topics_with_prefix, produce, raw_drain, read_topic
+from bench.kafka_util import (
+    delete_topics_with_prefix,
+    event_positions,
+    produce,
+    raw_drain,
+    read_topic,
+    reflected_rate,
+)
 from bench.worker_util import Worker
 from bench.workload import catalogue_vectors, core_replay, processor_replay, workload
 
@@ -69,12 +78,12 @@ def _worker_pass(
             timeout_s=timeout_s,
             what=f"done with {n} events",
         )
-    records = read_topic(cfg.topic("recommendations"), n)
+    # The worker publishes at most one list per event; wait for the last one, which reflects
+    # the end of the stream (the last event of each partition is its user's last in a batch).
+    records = read_topic(cfg.topic("recommendations"), n, idle_s=3)
     recs = [json.loads(r.value) for r in records]
-    if len(recs) < n:
-        raise RuntimeError(f"only {len(recs)} of {n} recommendations on the topic")
+    rate = reflected_rate(recs, event_positions(cfg.topic("events"), n))
     generated = sorted(r["generated_at"] for r in recs)
-    seconds = generated[-1] - generated[0]
     # Redis: one key per user, holding that user's latest list.
     client = redis_client()
     try:
@@ -85,9 +94,7 @@ def _worker_pass(
     users = {e.user_id for e in events}
     redis_last = max((v["generated_at"] for v in values), default=None)
     return {
-        "events": n,
-        "seconds": seconds,
-        "events_per_s": (n - 1) / seconds,
+        **rate,
         "produce": produced,
         # How long after the first event all N were in Kafka: must be small vs "seconds".
         "produce_lead_s": round(t_produce + produced["produce_s"] - generated[0], 2),

@@ -35,6 +35,9 @@ class Settings:
     redis_url: str = "redis://:recstream@127.0.0.1:6379/0"  # RECSTREAM_REDIS_URL
     redis_prefix: str = "recstream"  # RECSTREAM_REDIS_PREFIX: keys are "<prefix>:recs:<user>"
     recs_ttl_s: int = 7 * 24 * 3600  # RECSTREAM_RECS_TTL_S: TTL of recommendation keys
+    # RECSTREAM_PROFILE_INTERVAL_S: a user's profile in Redis is rewritten at most this often
+    # (the latest one; lists are written at once)
+    profile_interval_s: float = 1.0
     # --- Recommender -----------------------------------------------------------------------
     k: int = 10  # RECSTREAM_K: recommendations per user
     exclude: str = "purchased"  # RECSTREAM_EXCLUDE: "purchased" or "seen"

@@ -157,6 +157,11 @@ class Metrics:
         self.redis_errors = Counter(
             "recstream_redis_errors_total", "Redis pipelines that failed", registry=r
         )
+        self.kafka_send_errors = Counter(
+            "recstream_kafka_send_errors_total",
+            "Output messages (lists, dead letters, snapshots) the Kafka producer failed to deliver",
+            registry=r,
+        )
         self.redis_skipped = Counter(
             "recstream_redis_skipped_writes_total",
             "Redis writes (one per user list or item) skipped while backing off after an error",

@@ -10,7 +10,9 @@ Keys (``<p>`` = ``Settings.redis_prefix``, default ``recstream``):
   deleted when the item is deleted.
 
 Recommendations are queued and written by one task (:meth:`RedisSink.run_writer`) in pipelines,
-coalesced per user, so the event loop never waits for a Redis round trip per event.
+coalesced per user, so the event loop never waits for a Redis round trip per event. A user's
+profile (1.5 KB and two commands, twice the cost of the list) is written at most once per
+``Settings.profile_interval_s``: the latest one, so it lags the list by at most that interval.
 
 Redis is a cache of what the worker computes, never a source of truth, so a Redis outage must
 not stop the stream: every error is counted and swallowed, and after one the sink backs off
@@ -71,7 +73,10 @@ class RedisSink:
         self.writes = 0
         self.last_error: str | None = None
         self.max_pending = max_pending
-        self._pending: dict[str, tuple[bytes, np.ndarray | None]] = {}
+        self._pending: dict[str, bytes] = {}
+        self._profiles: dict[str, np.ndarray] = {}  # the latest of each user, not yet written
+        self._profiles_due = 0.0  # monotonic time of the next profile write
+        self._flush_profiles = False  # flush(): write the profiles now
         self._wakeup = asyncio.Event()  # something was queued
         self._idle = asyncio.Event()  # nothing queued, nothing being written
         self._idle.set()
@@ -110,56 +115,76 @@ class RedisSink:
         while len(self._pending) >= self.max_pending and user_id not in self._pending:
             self._room.clear()
             await self._room.wait()
-        self._pending[user_id] = (recommendation_json, profile)
+        self._pending[user_id] = recommendation_json
+        if profile is not None:
+            self._profiles[user_id] = profile
         self._idle.clear()
         self._wakeup.set()
 
     async def run_writer(self) -> None:
         """The writer task: drains the queue, one pipeline per batch, forever."""
         while True:
-            await self._wakeup.wait()
+            if self._profiles:  # wake up for them even if no list comes
+                wait = max(0.0, self._profiles_due - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+            else:
+                await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
+            while self._pending or self._profiles_ready():
                 batch, self._pending = self._pending, {}
+                profiles: dict[str, np.ndarray] = {}
+                if self._profiles_ready():
+                    profiles, self._profiles = self._profiles, {}
+                    self._flush_profiles = False
+                    self._profiles_due = time.monotonic() + self.settings.profile_interval_s
                 self._room.set()
-                await self._write_recommendations(batch)
-            self._idle.set()
+                await self._write(batch, profiles)
+            if not self._profiles:
+                self._idle.set()
+
+    def _profiles_ready(self) -> bool:
+        return bool(self._profiles) and (
+            self._flush_profiles or time.monotonic() >= self._profiles_due
+        )
 
     async def flush(self) -> None:
-        """Until everything queued so far is written (or dropped after an error)."""
+        """Until everything queued so far, profiles included, is written (or dropped after an
+        error)."""
+        if self._profiles:
+            self._flush_profiles = True
+            self._wakeup.set()
         await self._idle.wait()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    async def _write_recommendations(
-        self, batch: dict[str, tuple[bytes, np.ndarray | None]]
-    ) -> None:
-        if not self._available(len(batch)):
+    async def _write(self, lists: dict[str, bytes], profiles: dict[str, np.ndarray]) -> None:
+        if not self._available(len(lists) + len(profiles)):
             return
         s = self.settings
         now = time.time()
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for user_id, (body, profile) in batch.items():
+                for user_id, body in lists.items():
                     pipe.set(s.redis_key("recs", user_id), body, ex=s.recs_ttl_s)
-                    if profile is not None:
-                        key = s.redis_key("user", user_id)
-                        pipe.hset(
-                            key,
-                            mapping={
-                                "vec": _encode_vector(profile),
-                                "dim": int(profile.shape[-1]),
-                                "updated_at": now,
-                            },
-                        )
-                        pipe.expire(key, s.recs_ttl_s)
+                for user_id, profile in profiles.items():
+                    key = s.redis_key("user", user_id)
+                    pipe.hset(
+                        key,
+                        mapping={
+                            "vec": _encode_vector(profile),
+                            "dim": int(profile.shape[-1]),
+                            "updated_at": now,
+                        },
+                    )
+                    pipe.expire(key, s.recs_ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return
-        self.writes += len(batch)
+        self.writes += len(lists)
         self._ok()
 
     async def write_item_vectors(

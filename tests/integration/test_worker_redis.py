@@ -49,6 +49,44 @@ def test_queued_writes_are_coalesced_pipelined_and_expire(redis_url: str) -> Non
         client.close()
 
 
+def test_profiles_are_written_at_most_once_per_interval(redis_url: str) -> None:
+    prefix = f"it-profile-{uuid.uuid4().hex[:8]}"
+    settings = Settings(redis_url=redis_url, redis_prefix=prefix, profile_interval_s=600)
+    first, second = np.full(384, 0.5, dtype=np.float32), np.full(384, -0.5, dtype=np.float32)
+    client = redis.Redis.from_url(redis_url)
+
+    def stored_profile() -> np.ndarray:
+        return decode_vector(client.hget(f"{prefix}:user:u1", "vec"))
+
+    async def visible(body: bytes) -> None:
+        while client.get(f"{prefix}:recs:u1") != body:
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        sink = RedisSink(settings)
+        writer = asyncio.create_task(sink.run_writer())
+        await sink.put_recommendation("u1", b'{"n": 1}', first)
+        await asyncio.wait_for(visible(b'{"n": 1}'), 10)
+        await asyncio.sleep(0.05)  # the first profile goes with the first list
+        assert np.array_equal(stored_profile(), first)
+        await sink.put_recommendation("u1", b'{"n": 2}', second)
+        await asyncio.wait_for(visible(b'{"n": 2}'), 10)
+        # The list is written at once; the profile waits for its interval (10 minutes)...
+        assert np.array_equal(stored_profile(), first)
+        await asyncio.wait_for(sink.flush(), 10)  # ...or a flush (checkpoint, shutdown)
+        assert np.array_equal(stored_profile(), second)
+        writer.cancel()
+        await sink.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 def test_unreachable_redis_is_counted_and_backed_off() -> None:
     settings = Settings(redis_url="redis://:x@127.0.0.1:1/0")  # nothing listens on port 1
     errors, skipped = [], []
