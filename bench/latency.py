@@ -40,7 +40,6 @@ import re
 import resource
 import statistics
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -61,15 +60,6 @@ SLOW_MS = 50.0  # the p99 goal: events slower than this are listed with what ove
 TAIL_BYTES = 200  # "trigger_event_id", "model_version", "generated_at", "latency_ms" fit in it
 _TRIGGER = re.compile(rb'"trigger_event_id":"([^"]*)"')
 _GENERATED = re.compile(rb'"generated_at":([0-9.eE+-]+)')
-
-
-def _metric(worker: Worker, name: str) -> float:
-    """One sample from the worker's Prometheus /metrics (0.0 when absent)."""
-    url = f"http://127.0.0.1:{worker.port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 def _max_rate(worker: Worker, events: list, topic: str) -> dict[str, Any]:
@@ -275,8 +265,8 @@ async def _measure(
             "bench_process_cpu_share": round(cpu_share, 3),
         }
         # -- 4. new item --------------------------------------------------------------------
-        batch_s0 = await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_sum")
-        batches0 = await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_count")
+        batch_s0 = await asyncio.to_thread(worker.metric, "recstream_encode_batch_seconds_sum")
+        batches0 = await asyncio.to_thread(worker.metric, "recstream_encode_batch_seconds_count")
         session.probe.watch_item = new_item.item_id
         published = time.time()
         await asyncio.to_thread(
@@ -288,11 +278,11 @@ async def _measure(
         used += await session.pace(stream[used:], rate, new_item_timeout_s, until=seen)
         content_only = session.probe.watch_seen_at
         batch_s = (
-            await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_sum")
+            await asyncio.to_thread(worker.metric, "recstream_encode_batch_seconds_sum")
             - batch_s0
         )
         batches = (
-            await asyncio.to_thread(_metric, worker, "recstream_encode_batch_seconds_count")
+            await asyncio.to_thread(worker.metric, "recstream_encode_batch_seconds_count")
             - batches0
         )
         after_view = None

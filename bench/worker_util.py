@@ -120,6 +120,14 @@ class Worker:
         )
         return self
 
+    def metric(self, name: str) -> float:
+        """One sample from the worker's Prometheus /metrics (0.0 when absent)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        match = re.search(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.eE+-]+)$", text, re.M)
+        return float(match.group(1)) if match else 0.0
+
     def health(self) -> dict[str, Any] | None:
         url = f"http://127.0.0.1:{self.port}/healthz"
         try:

@@ -5,7 +5,9 @@
   under ``.cache/bench-models`` (ignored by git), so the worker's encoder finds them there and
   the event-throughput figures are not mixed with first-time BERT encoding.
 * :func:`core_replay` — the baseline of ``update_cost_ratio``: the Recommender alone, learning and
-  recommending each event from memory, with the same catalogue and vectors as the worker.
+  recommending each event from memory, with the same catalogue and vectors as the worker; with
+  ``batch`` > 1 the same work as the worker's batches instead (learn a batch of events, then one
+  list per user in it), the like-for-like baseline.
 * :func:`processor_replay` — the worker's pure per-message logic (``StreamProcessor``: parse,
   dedup, learn, recommend, build the Recommendation) from the same bytes: splits the pipeline's
   overhead into "stream bookkeeping" and "Kafka/Faust/Redis I/O".
@@ -47,15 +49,31 @@ def _loaded_recommender(items: list, vectors: np.ndarray, k_seed: int = 42) -> A
     return rec
 
 
-def core_replay(items: list, events: list, vectors: np.ndarray, k: int = 10) -> dict[str, Any]:
-    """Recommender.learn + recommend per event, from a list in memory: events/s."""
+def core_replay(
+    items: list, events: list, vectors: np.ndarray, k: int = 10, batch: int = 1
+) -> dict[str, Any]:
+    """Recommender.learn per event and recommend per event (``batch=1``) or once per user per
+    ``batch`` consecutive events, after learning them all (the worker's batches), from a list in
+    memory: events/s and the lists computed."""
     rec = _loaded_recommender(items, vectors)
+    lists = 0
     t0 = time.perf_counter()
-    for event in events:
-        rec.learn(event)
-        rec.recommend(event.user_id, k)
+    for start in range(0, len(events), batch):
+        chunk = events[start : start + batch]
+        for event in chunk:
+            rec.learn(event)
+        users = dict.fromkeys(e.user_id for e in reversed(chunk))  # each user once
+        for user in reversed(users):  # in the order of their last event, as the worker
+            rec.recommend(user, k)
+        lists += len(users)
     seconds = time.perf_counter() - t0
-    return {"events": len(events), "seconds": seconds, "events_per_s": len(events) / seconds}
+    return {
+        "events": len(events),
+        "batch": batch,
+        "lists": lists,
+        "seconds": seconds,
+        "events_per_s": len(events) / seconds,
+    }
 
 
 def processor_replay(
@@ -65,21 +83,26 @@ def processor_replay(
     topic: str = "events",
     partitions: int = 4,
     k: int = 10,
+    batch: int = 1,
 ) -> dict[str, Any]:
-    """StreamProcessor.handle_event on each event's JSON bytes (+ its Recommendation JSON)."""
-    from recstream.pipeline import StreamProcessor
+    """StreamProcessor.handle_events on the events' JSON bytes, ``batch`` messages at a time
+    (+ serialising each Recommendation, as the worker does for Kafka and Redis)."""
+    from recstream.pipeline import KafkaMessage, StreamProcessor
 
     proc = StreamProcessor(_loaded_recommender(items, vectors), k=k)
-    raws = [e.to_json() for e in events]
     offsets = [0] * partitions
-    t0 = time.perf_counter()
-    for n, raw in enumerate(raws):
+    messages = []
+    for n, event in enumerate(events):
         partition = n % partitions
-        outcome = proc.handle_event(
-            raw, topic=topic, partition=partition, offset=offsets[partition], timestamp=time.time()
-        )
+        messages.append(KafkaMessage(event.to_json(), topic, partition, offsets[partition]))
         offsets[partition] += 1
-        if outcome.recommendation is not None:
-            outcome.recommendation.to_json()  # the worker serialises it for Kafka and Redis
+    t0 = time.perf_counter()
+    for start in range(0, len(messages), batch):
+        chunk = messages[start : start + batch]
+        now = time.time()
+        chunk = [KafkaMessage(m.value, m.topic, m.partition, m.offset, now) for m in chunk]
+        for outcome in proc.handle_events(chunk):
+            if outcome.recommendation is not None:
+                outcome.recommendation.to_json()
     seconds = time.perf_counter() - t0
     return {"events": len(events), "seconds": seconds, "events_per_s": len(events) / seconds}

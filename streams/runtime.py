@@ -40,6 +40,8 @@ Publish = Callable[[str, bytes | None, bytes], Awaitable[Any]]
 
 _runtime: Runtime | None = None
 
+AGENT_TURNS = 8  # see Runtime._agent_queues_more
+
 
 def install(runtime: Runtime | None) -> None:
     global _runtime
@@ -115,16 +117,32 @@ class Runtime:
         process it as one batch. Idle, each event is a batch of one and waits for nothing;
         behind, batches grow and the per-message costs (sends, metrics, scoring a user
         twice) are paid once per batch."""
-        inbox = self.inbox
+        inbox, most = self.inbox, self.settings.batch_max
         while True:
             batch = [await inbox.get()]
-            while len(batch) < self.settings.batch_max and not inbox.empty():
+            while len(batch) < most:
+                if inbox.empty() and not await self._agent_queues_more():
+                    break
                 batch.append(inbox.get_nowait())
             try:
                 await self.on_events(batch)
             finally:
                 for _ in batch:
                     inbox.task_done()
+
+    async def _agent_queues_more(self) -> bool:
+        """Give the events agent a few loop turns to queue a message Faust already holds.
+
+        Faust's stream hands the agent its messages one per several loop turns, so without
+        these turns a batch never grew past one event (measured: 19,785 batches for 20,000
+        events of a backlog, 1,270 events/s; with 8 turns, batches of 256 and 3× the rate).
+        An idle worker pays 8 empty turns, microseconds, once per event.
+        """
+        for _ in range(AGENT_TURNS):
+            await asyncio.sleep(0)
+            if not self.inbox.empty():
+                return True
+        return False
 
     async def drain_events(self) -> None:
         """Until every queued event message is processed (tests, benchmarks)."""
@@ -151,6 +169,7 @@ class Runtime:
             for event_type, n in learned.items():
                 m.events.labels(type=event_type).inc(n)
             m.model_updates.inc(learned.total())
+            m.event_batch_size.observe(len(messages))
             # Every learned event's latency ends now, when the list reflecting it is handed
             # over, whether it triggered that list or was folded into it.
             done = time.time()

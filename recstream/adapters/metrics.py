@@ -118,6 +118,12 @@ class Metrics:
             "Item vectors installed from the BERT encoder",
             registry=r,
         )
+        self.event_batch_size = Histogram(
+            "recstream_event_batch_size",
+            "Event messages per processing batch (1 while the worker keeps up; more when behind)",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
         self.encode_batch_size = Histogram(
             "recstream_encode_batch_size",
             "Items per encoder batch",
