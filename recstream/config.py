@@ -46,8 +46,10 @@ class Settings:
     encoder_model: str = ""  # RECSTREAM_ENCODER_MODEL: a local HF BERT folder; "" = bundled MiniLM
     encoder_device: str = "auto"  # RECSTREAM_ENCODER_DEVICE: "auto", "cpu", "cuda", "cuda:1"
     encoder_batch_size: int = 64  # RECSTREAM_ENCODER_BATCH_SIZE
-    encoder_interval_s: float = 2.0  # RECSTREAM_ENCODER_INTERVAL_S: encode queued items this often
-    encoder_max_queue: int = 256  # RECSTREAM_ENCODER_MAX_QUEUE: ...or as soon as this many wait
+    # RECSTREAM_ENCODER_INTERVAL_S: encoder batches start at least this far apart (a new item
+    # after a quiet interval is encoded at once) ...
+    encoder_interval_s: float = 2.0
+    encoder_max_queue: int = 256  # RECSTREAM_ENCODER_MAX_QUEUE: ...unless this many wait
     # --- Worker ----------------------------------------------------------------------------
     web_port: int = 6066  # RECSTREAM_WEB_PORT: /recommendations, /healthz, /metrics
     metrics_interval_s: float = 10.0  # RECSTREAM_METRICS_INTERVAL_S: snapshot to the metrics topic

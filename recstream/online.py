@@ -241,6 +241,9 @@ class EncodeQueue:
     """
 
     _pending: dict[str, _Pending] = field(default_factory=dict)
+    # Counted, not summed: the items agent asks for ``waiting`` after every upsert, and a
+    # catalogue load of n items must not cost n² on the event loop.
+    _in_flight: int = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -248,13 +251,16 @@ class EncodeQueue:
     @property
     def waiting(self) -> int:
         """Queued and not yet handed to the encoder."""
-        return sum(1 for p in self._pending.values() if not p.in_flight)
+        return len(self._pending) - self._in_flight
 
     def put(self, item: Item) -> None:
+        self.discard(item.item_id)
         self._pending[item.item_id] = _Pending(item)
 
     def discard(self, item_id: str) -> None:
-        self._pending.pop(item_id, None)
+        p = self._pending.pop(item_id, None)
+        if p is not None and p.in_flight:
+            self._in_flight -= 1
 
     def take(self, n: int) -> list[Item]:
         """Up to ``n`` waiting items, oldest first, marked in flight."""
@@ -264,6 +270,7 @@ class EncodeQueue:
                 break
             if not p.in_flight:
                 p.in_flight = True
+                self._in_flight += 1
                 batch.append(p.item)
         return batch
 
@@ -273,7 +280,7 @@ class EncodeQueue:
         for i, item in enumerate(batch):
             p = self._pending.get(item.item_id)
             if p is not None and p.in_flight and p.item.text_hash == item.text_hash:
-                del self._pending[item.item_id]
+                self.discard(item.item_id)
                 keep.append(i)
         return keep
 
@@ -281,8 +288,9 @@ class EncodeQueue:
         """Put a failed batch back in the queue (still-current items only)."""
         for item in batch:
             p = self._pending.get(item.item_id)
-            if p is not None and p.item.text_hash == item.text_hash:
+            if p is not None and p.in_flight and p.item.text_hash == item.text_hash:
                 p.in_flight = False
+                self._in_flight -= 1
 
     def items(self) -> list[Item]:
         """Everything queued or in flight (what a checkpoint must re-queue after a restart)."""

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -197,8 +198,9 @@ class Runtime:
                 assert out.item is not None
                 await self.redis.delete_item(out.item.item_id)
         m.encode_queue.set(len(self.processor.encode_queue))
-        if self.processor.encode_queue.waiting >= s.encoder_max_queue:
-            self._wakeup.set()  # a full batch is waiting: do not wait for the timer
+        waiting = self.processor.encode_queue.waiting
+        if waiting == 1 or waiting >= s.encoder_max_queue:
+            self._wakeup.set()  # the first item waits (see encoder_loop), or a full batch does
 
     async def _skipped_or_dead_lettered(
         self, status: str, dlq: dict[str, Any] | None, message: Message
@@ -261,16 +263,33 @@ class Runtime:
         return total
 
     async def encoder_loop(self) -> None:
-        """Every ``encoder_interval_s``, or as soon as ``encoder_max_queue`` items wait."""
-        backoff = self.settings.encoder_interval_s
+        """Encode waiting items at most once per ``encoder_interval_s``, sooner for a full batch.
+
+        Batches start at least an interval apart, so a trickle of catalogue updates is encoded
+        in batches and the encoder thread (which shares the cores with the events) runs at
+        most once per interval. But an item arriving after a quiet interval is encoded at
+        once: a new item waits for the encoder only while it is busy or has just run, never
+        for the phase of a free-running timer.
+        """
+        interval = self.settings.encoder_interval_s
+        spacing = interval
+        last_start = -math.inf
         while True:
-            with contextlib.suppress(TimeoutError):  # the interval elapsed: encode anyway
-                await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
+            if not self.processor.encode_queue.waiting:
+                await self._wakeup.wait()  # on_item: the first item is waiting
             self._wakeup.clear()
+            delay = last_start + spacing - time.monotonic()
+            if delay > 0 and self.processor.encode_queue.waiting < self.settings.encoder_max_queue:
+                with contextlib.suppress(TimeoutError):  # a full batch wakes it sooner
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+                self._wakeup.clear()
+            if not self.processor.encode_queue.waiting:
+                continue  # a stale wake-up: the last round took the item
+            last_start = time.monotonic()
             await self.encode_pending()
             # A broken encoder (model missing, OOM) is retried slower and slower, up to a minute.
             failing = self.encoder_error is not None
-            backoff = min(60.0, backoff * 2) if failing else self.settings.encoder_interval_s
+            spacing = min(60.0, spacing * 2) if failing else interval
 
     async def redis_writer(self) -> None:
         if self.redis is not None:

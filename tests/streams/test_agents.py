@@ -49,11 +49,25 @@ class RecordingRedis:
         pass
 
 
+class CountingEncoder:
+    """Stands in for the BERT encoder in scheduling tests: records each batch it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(len(texts))
+        return np.ones((len(texts), 8), dtype=np.float32)
+
+    def stats(self) -> dict:
+        return {}
+
+
 class Harness:
-    def __init__(self, batch_max: int = 1) -> None:
+    def __init__(self, batch_max: int = 1, **settings: Any) -> None:
         # batch_max=1: every event is its own batch, so each gets its list (the default batches
         # whatever has arrived, which in test_context depends on scheduling).
-        self.settings: Settings = app_settings.replace(batch_max=batch_max)
+        self.settings: Settings = app_settings.replace(batch_max=batch_max, **settings)
         self.sent: list[tuple[str, bytes | None, dict]] = []
         self.redis = RecordingRedis()
         recommender = Recommender(seed=1)
@@ -64,11 +78,13 @@ class Harness:
         async def publish(topic: str, key: bytes | None, value: bytes) -> None:
             self.sent.append((topic, key, json.loads(value)))
 
+        self.encoder = CountingEncoder()
         self.runtime = runtime.Runtime(
             self.settings,
             self.processor,
             publish=publish,
             redis=self.redis,  # type: ignore[arg-type]
+            encoder=self.encoder,
         )
 
     def on(self, name: str) -> list[tuple[bytes | None, dict]]:
@@ -273,3 +289,39 @@ def test_items_agent_upserts_queues_encoding_and_deletes(harness: Harness) -> No
     assert harness.redis.deleted == ["i0"]
     ((_, rec),) = harness.on("recommendations")
     assert "i0" not in [it["item_id"] for it in rec["items"]]
+
+
+def test_encoder_takes_a_lone_new_item_at_once_then_waits_an_interval_unless_a_batch_fills() -> (
+    None
+):
+    h = Harness(encoder_interval_s=600.0, encoder_max_queue=4)
+    runtime.install(h.runtime)
+    topic = h.settings.topic("items")
+
+    def item(n: int) -> KafkaMessage:
+        body = json.dumps({"item_id": f"new{n}", "title": f"brand new {n}"}).encode()
+        return KafkaMessage(body, topic, 0, n, key=f"new{n}".encode())
+
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        loop = asyncio.create_task(h.runtime.encoder_loop())
+        try:
+            await h.runtime.on_item(item(0))  # after a quiet spell: encoded at once
+            await asyncio.wait_for(until(lambda: h.encoder.batches == [1]), 10)
+            await h.runtime.on_item(item(1))  # right after a batch: waits for the interval...
+            await asyncio.sleep(0.3)
+            assert h.encoder.batches == [1] and h.processor.encode_queue.waiting == 1
+            for n in range(2, 5):  # ...unless a full batch (4) is waiting
+                await h.runtime.on_item(item(n))
+            await asyncio.wait_for(until(lambda: h.encoder.batches == [1, 4]), 10)
+        finally:
+            loop.cancel()
+        assert h.processor.counts.items_encoded == 5
+
+    try:
+        run(scenario)
+    finally:
+        runtime.install(None)

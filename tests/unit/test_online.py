@@ -152,6 +152,26 @@ def test_encode_queue_failed_batch_is_retried() -> None:
     assert q.complete(batch) == [0] and len(q) == 0
 
 
+def test_encode_queue_waiting_count_matches_the_items_through_any_sequence() -> None:
+    rng = np.random.default_rng(4)
+    q = EncodeQueue()
+    batches: list[list[Item]] = []
+    for step in range(2_000):
+        op = rng.integers(5)
+        item_id = f"i{rng.integers(30)}"
+        if op == 0:
+            q.put(Item(item_id, title=f"t{step}"))
+        elif op == 1:
+            q.discard(item_id)
+        elif op == 2:
+            batches.append(q.take(int(rng.integers(1, 8))))
+        elif batches:
+            batch = batches.pop(int(rng.integers(len(batches))))
+            q.complete(batch) if op == 3 else q.fail(batch)
+        in_flight = sum(p.in_flight for p in q._pending.values())
+        assert q.waiting == len(q) - in_flight, step
+
+
 # --- checkpoint store ----------------------------------------------------------------------------
 
 
