@@ -370,7 +370,7 @@ def _slow_events(
         "during_checkpoint": sum(1 for s, v in slow if overlaps(s, v, checkpoints)),
         "during_gc_pause": sum(1 for s, v in slow if overlaps(s, v, gcs)),
         "checkpoints": [
-            {"at_s": round(end - t0, 2), "seconds": took}
+            {"at_s": round(end - t0, 2), "pause_s": took}
             for end, took in checkpoints
             if t0 <= end <= t1 + 5
         ],

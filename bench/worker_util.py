@@ -160,15 +160,22 @@ class Worker:
             raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def checkpoints(self) -> list[tuple[float, float]]:
-        """(wall time, seconds) of each checkpoint the worker logged (needs loglevel info)."""
+        """(wall time the event loop resumed, seconds it was paused) of each checkpoint the
+        worker logged (needs loglevel info); the line is logged when the write is done."""
         out = []
         with contextlib.suppress(OSError):
             for line in self.log_path.read_text(errors="replace").splitlines():
                 stamp = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]", line)
-                took = re.search(r"checkpoint \S+: \d+ events, ([0-9.]+) s", line)
+                took = re.search(
+                    r"checkpoint \S+: \d+ events, paused the loop ([0-9.]+) s, "
+                    r"written in ([0-9.]+) s",
+                    line,
+                )
                 if stamp and took:
                     wall = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
-                    out.append((wall + int(stamp.group(2)) / 1e3, float(took.group(1))))
+                    done = wall + int(stamp.group(2)) / 1e3
+                    pause, written = float(took.group(1)), float(took.group(2))
+                    out.append((done - written + pause, pause))
         return out
 
     def gc_pauses(self) -> list[tuple[float, float, int]]:

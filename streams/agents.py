@@ -76,4 +76,4 @@ async def resume_from_state(sender: Any, **kwargs: Any) -> None:
 @app.on_before_shutdown.connect
 async def final_checkpoint(sender: Any, **kwargs: Any) -> None:
     """A clean stop (SIGTERM, Ctrl-C) checkpoints, so a restart replays nothing."""
-    await runtime.current().checkpoint(flush=app.producer.flush)
+    await runtime.current().checkpoint(flush=app.producer.flush, background=False)

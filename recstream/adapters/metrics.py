@@ -182,8 +182,19 @@ class Metrics:
         self.checkpoints = Counter("recstream_checkpoints_total", "Checkpoints written", registry=r)
         self.checkpoint_seconds = Histogram(
             "recstream_checkpoint_seconds",
-            "Time to write one checkpoint (event loop paused)",
+            "Time to write one checkpoint (in a forked process where possible)",
             buckets=ENCODE_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_pause_seconds = Histogram(
+            "recstream_checkpoint_pause_seconds",
+            "Event-loop pause of one checkpoint (the fork, or the whole write without fork)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_errors = Counter(
+            "recstream_checkpoint_errors_total",
+            "Checkpoint writers that failed (retried at the next interval)",
             registry=r,
         )
         self.last_checkpoint = Gauge(

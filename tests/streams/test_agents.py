@@ -11,11 +11,13 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from recstream.checkpoint import CheckpointStore
 from recstream.config import Settings
 from recstream.events import Item
 from recstream.pipeline import KafkaMessage, StreamProcessor
@@ -45,8 +47,15 @@ class RecordingRedis:
         self.deleted.append(item_id)
         return True
 
+    async def flush(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
+
+    @property
+    def pending(self) -> int:
+        return 0
 
 
 class CountingEncoder:
@@ -325,3 +334,38 @@ def test_encoder_takes_a_lone_new_item_at_once_then_waits_an_interval_unless_a_b
         run(scenario)
     finally:
         runtime.install(None)
+
+
+def test_checkpoint_is_written_by_a_forked_child_with_the_state_at_fork_time(
+    tmp_path: Path,
+) -> None:
+    h = Harness()
+    store = CheckpointStore(tmp_path)
+    h.runtime.store = store
+    topic = h.settings.topic("events")
+
+    def batch(first: int, n: int) -> list[KafkaMessage]:
+        return [
+            KafkaMessage(event(f"u{i % 3}", f"i{i % 20}", event_id=f"e{i}"), topic, 0, i, key=b"u")
+            for i in range(first, first + n)
+        ]
+
+    async def scenario() -> tuple[Path | None, Path | None]:
+        await h.runtime.on_events(batch(0, 5))
+        writing = asyncio.create_task(h.runtime.checkpoint())
+        await asyncio.sleep(0)  # the fork happens here; the loop is free again right after
+        await h.runtime.on_events(batch(5, 3))  # while the child writes
+        assert not writing.done()  # in process, the write would have held the lock till now
+        forked = await writing
+        final = await h.runtime.checkpoint(background=False)  # in process, as at shutdown
+        return forked, final
+
+    forked, final = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    assert forked is not None and final is not None and forked != final
+    by_path = {c.path: c for c in store.candidates()}
+    saved = StreamProcessor.from_checkpoint(by_path[forked], Recommender.load)
+    assert saved.events_processed == 5  # the state at the fork, not the 8 processed by its end
+    assert saved.positions.next_offset(topic, 0) == 5
+    latest = StreamProcessor.from_checkpoint(store.latest(), Recommender.load)
+    assert latest.events_processed == 8 and latest.positions.next_offset(topic, 0) == 8
+    assert h.runtime.last_checkpoint is not None and "pause_s" in h.runtime.last_checkpoint
