@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RedisSink", "decode_vector"]
 
 MAX_BACKOFF_S = 30.0
+PROFILES_PER_PIPELINE = 128
 
 
 def decode_vector(raw: bytes) -> np.ndarray:
@@ -135,13 +136,25 @@ class RedisSink:
                 batch, self._pending = self._pending, {}
                 profiles: dict[str, np.ndarray] = {}
                 if self._profiles_ready():
-                    profiles, self._profiles = self._profiles, {}
-                    self._flush_profiles = False
-                    self._profiles_due = time.monotonic() + self.settings.profile_interval_s
+                    profiles = self._take_profiles()
                 self._room.set()
                 await self._write(batch, profiles)
             if not self._profiles:
                 self._idle.set()
+
+    def _take_profiles(self) -> dict[str, np.ndarray]:
+        """Up to PROFILES_PER_PIPELINE due profiles. Packing a pipeline is Python work on the
+        event loop: a thousand profiles at once held it for tens of milliseconds once per
+        interval (a latency spike), while chunks let events run between them."""
+        if len(self._profiles) <= PROFILES_PER_PIPELINE:
+            chunk, self._profiles = self._profiles, {}
+        else:
+            users = list(self._profiles)[:PROFILES_PER_PIPELINE]
+            chunk = {user: self._profiles.pop(user) for user in users}
+        if not self._profiles:  # the round is over: the next one is an interval away
+            self._flush_profiles = False
+            self._profiles_due = time.monotonic() + self.settings.profile_interval_s
+        return chunk
 
     def _profiles_ready(self) -> bool:
         return bool(self._profiles) and (

@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import redis
 
-from recstream.adapters.redis_sink import RedisSink, decode_vector
+from recstream.adapters.redis_sink import PROFILES_PER_PIPELINE, RedisSink, decode_vector
 from recstream.config import Settings
 
 
@@ -80,6 +80,35 @@ def test_profiles_are_written_at_most_once_per_interval(redis_url: str) -> None:
 
     try:
         asyncio.run(scenario())
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_many_profiles_are_written_in_chunks_and_all_arrive(redis_url: str) -> None:
+    prefix = f"it-chunks-{uuid.uuid4().hex[:8]}"
+    settings = Settings(redis_url=redis_url, redis_prefix=prefix)
+    n = 3 * PROFILES_PER_PIPELINE + 7
+    client = redis.Redis.from_url(redis_url)
+
+    async def scenario() -> RedisSink:
+        sink = RedisSink(settings)
+        writer = asyncio.create_task(sink.run_writer())
+        for u in range(n):
+            await sink.put_recommendation(f"u{u}", b"{}", np.full(384, u, dtype=np.float32))
+        await asyncio.wait_for(sink.flush(), 10)
+        writer.cancel()
+        await sink.close()
+        return sink
+
+    try:
+        sink = asyncio.run(scenario())
+        assert sink.errors == 0
+        for u in range(n):
+            vec = decode_vector(client.hget(f"{prefix}:user:u{u}", "vec"))
+            assert vec.shape == (384,) and vec[0] == u, u
     finally:
         keys = list(client.scan_iter(match=f"{prefix}:*"))
         if keys:
