@@ -56,9 +56,8 @@ class Settings:
     checkpoint_interval_s: float = 30.0  # RECSTREAM_CHECKPOINT_INTERVAL_S
     # RECSTREAM_BATCH_MAX: most events learned in one batch; a batch is whatever has arrived
     # (no waiting to fill it), and each user in it gets one list. 1 = a list for every event;
-    # larger catches up faster but a batch's time adds to latency (BENCHMARKS.md: 256 drained
-    # 27 % faster, 64 kept p99 under 50 ms at half the maximum rate)
-    batch_max: int = 64
+    # larger catches up faster, but a batch's time adds to latency (BENCHMARKS.md, "Batch size")
+    batch_max: int = 32
     # RECSTREAM_SESSION_TIMEOUT_S: Kafka group session; a killed worker's partitions (and a
     # restarted worker's first rebalance) wait this long for the dead member to expire
     session_timeout_s: float = 30.0
