@@ -5,16 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
+import pytest
 import redis
 
 from recstream.adapters.redis_sink import PROFILES_PER_PIPELINE, RedisSink, decode_vector
 from recstream.config import Settings
 
 
-def test_queued_writes_are_coalesced_pipelined_and_expire(redis_url: str) -> None:
+@pytest.fixture
+def keyspace(redis_url: str) -> Iterator[tuple[str, redis.Redis]]:
+    """A key prefix of its own and a client; the prefix's keys are deleted afterwards."""
     prefix = f"it-sink-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield prefix, client
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_queued_writes_are_coalesced_pipelined_and_expire(
+    redis_url: str, keyspace: tuple[str, redis.Redis]
+) -> None:
+    prefix, client = keyspace
     settings = Settings(redis_url=redis_url, redis_prefix=prefix, recs_ttl_s=120)
     profile = np.linspace(-1, 1, 384, dtype=np.float32)
 
@@ -32,28 +50,22 @@ def test_queued_writes_are_coalesced_pipelined_and_expire(redis_url: str) -> Non
 
     sink = asyncio.run(scenario())
     assert sink.errors == 0 and sink.writes <= 50
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for u in range(5):
-            assert client.get(f"{prefix}:recs:u{u}") == f'{{"n": {45 + u}}}'.encode()
-            assert 0 < client.ttl(f"{prefix}:recs:u{u}") <= 120
-            stored = client.hgetall(f"{prefix}:user:u{u}")
-            assert int(stored[b"dim"]) == 384
-            assert np.array_equal(decode_vector(stored[b"vec"]), profile)
-        item = client.hgetall(f"{prefix}:item:i1")
-        assert item[b"text_hash"] == b"hash-1" and len(item[b"vec"]) == 384 * 4
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    for u in range(5):
+        assert client.get(f"{prefix}:recs:u{u}") == f'{{"n": {45 + u}}}'.encode()
+        assert 0 < client.ttl(f"{prefix}:recs:u{u}") <= 120
+        stored = client.hgetall(f"{prefix}:user:u{u}")
+        assert int(stored[b"dim"]) == 384
+        assert np.array_equal(decode_vector(stored[b"vec"]), profile)
+    item = client.hgetall(f"{prefix}:item:i1")
+    assert item[b"text_hash"] == b"hash-1" and len(item[b"vec"]) == 384 * 4
 
 
-def test_profiles_are_written_at_most_once_per_interval(redis_url: str) -> None:
-    prefix = f"it-profile-{uuid.uuid4().hex[:8]}"
+def test_profiles_are_written_at_most_once_per_interval(
+    redis_url: str, keyspace: tuple[str, redis.Redis]
+) -> None:
+    prefix, client = keyspace
     settings = Settings(redis_url=redis_url, redis_prefix=prefix, profile_interval_s=600)
     first, second = np.full(384, 0.5, dtype=np.float32), np.full(384, -0.5, dtype=np.float32)
-    client = redis.Redis.from_url(redis_url)
 
     def stored_profile() -> np.ndarray:
         return decode_vector(client.hget(f"{prefix}:user:u1", "vec"))
@@ -78,20 +90,15 @@ def test_profiles_are_written_at_most_once_per_interval(redis_url: str) -> None:
         writer.cancel()
         await sink.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    asyncio.run(scenario())
 
 
-def test_many_profiles_are_written_in_chunks_and_all_arrive(redis_url: str) -> None:
-    prefix = f"it-chunks-{uuid.uuid4().hex[:8]}"
+def test_many_profiles_are_written_in_chunks_and_all_arrive(
+    redis_url: str, keyspace: tuple[str, redis.Redis]
+) -> None:
+    prefix, client = keyspace
     settings = Settings(redis_url=redis_url, redis_prefix=prefix)
     n = 3 * PROFILES_PER_PIPELINE + 7
-    client = redis.Redis.from_url(redis_url)
 
     async def scenario() -> RedisSink:
         sink = RedisSink(settings)
@@ -103,17 +110,10 @@ def test_many_profiles_are_written_in_chunks_and_all_arrive(redis_url: str) -> N
         await sink.close()
         return sink
 
-    try:
-        sink = asyncio.run(scenario())
-        assert sink.errors == 0
-        for u in range(n):
-            vec = decode_vector(client.hget(f"{prefix}:user:u{u}", "vec"))
-            assert vec.shape == (384,) and vec[0] == u, u
-    finally:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    assert asyncio.run(scenario()).errors == 0
+    for u in range(n):
+        vec = decode_vector(client.hget(f"{prefix}:user:u{u}", "vec"))
+        assert vec.shape == (384,) and vec[0] == u, u
 
 
 def test_unreachable_redis_is_counted_and_backed_off() -> None:
