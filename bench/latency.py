@@ -422,16 +422,8 @@ def run(
         # loglevel info: the worker logs each checkpoint with its duration; the GC probe records
         # its collector pauses: the two suspects when a list is late (stall diagnosis).
         with Worker(prefix, partitions, loglevel="info", gc_probe=True) as worker:
-            from recstream.adapters.kafka import ensure_topics
-
             cfg = worker.settings
-            ensure_topics(cfg)
-            produce(cfg.topic("items"), ((i.item_id.encode(), i.to_json()) for i in items))
-            worker.wait_until(
-                lambda h: h.get("ready") and (h.get("item_vectors") or 0) >= len(items),
-                timeout_s=600,
-                what="ready with the catalogue encoded",
-            )
+            worker.load_catalogue(items)
             max_rate = _max_rate(worker, events[:burst_events], cfg.topic("events"))
             measured = asyncio.run(
                 _measure(

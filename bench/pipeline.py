@@ -60,18 +60,10 @@ def _worker_pass(
     timeout_s: float = 1200.0,
 ) -> dict[str, Any]:
     """Run a worker over the workload; returns its throughput and the Redis check."""
-    from recstream.adapters.kafka import ensure_topics
-
     n = len(events)
     with Worker(prefix, partitions, profile_to=profile_to) as worker:
         cfg = worker.settings
-        ensure_topics(cfg)
-        produce(cfg.topic("items"), ((i.item_id.encode(), i.to_json()) for i in items))
-        worker.wait_until(
-            lambda h: h.get("ready") and (h.get("item_vectors") or 0) >= len(items),
-            timeout_s=600,
-            what="ready with the catalogue encoded",
-        )
+        worker.load_catalogue(items)
         t_produce = time.time()
         produced = produce(cfg.topic("events"), ((e.user_id.encode(), e.to_json()) for e in events))
         health = worker.wait_until(

@@ -120,6 +120,20 @@ class Worker:
         )
         return self
 
+    def load_catalogue(self, items: list) -> None:
+        """Create the topics, produce the catalogue and wait until the worker is ready with
+        every item's vector (cached by ``bench.workload``), so what is timed next is events."""
+        from bench.kafka_util import produce
+        from recstream.adapters.kafka import ensure_topics
+
+        ensure_topics(self.settings)
+        produce(self.settings.topic("items"), ((i.item_id.encode(), i.to_json()) for i in items))
+        self.wait_until(
+            lambda h: h.get("ready") and (h.get("item_vectors") or 0) >= len(items),
+            timeout_s=600,
+            what="ready with the catalogue encoded",
+        )
+
     def metric(self, name: str) -> float:
         """One sample from the worker's Prometheus /metrics (0.0 when absent)."""
         url = f"http://127.0.0.1:{self.port}/metrics"
