@@ -20,13 +20,12 @@ import numpy as np
 import pytest
 
 from recstream.cli import main as cli_main
+from recstream.embedding_cache import EmbeddingCache, text_key
 from recstream.encoder import (
-    EmbeddingCache,
     ItemEncoder,
     bundled_model_path,
     resolve_device,
     resolve_num_threads,
-    text_key,
 )
 from recstream.events import Item
 
@@ -310,7 +309,7 @@ def test_process_dying_mid_write_leaves_no_visible_segment(
     writer = textwrap.dedent(
         f"""
         import os, numpy as np
-        from recstream.encoder import EmbeddingCache, text_key
+        from recstream.embedding_cache import EmbeddingCache, text_key
         cache = EmbeddingCache({str(tmp_path)!r}, dim=4)
         cache.put([text_key("kept")], np.ones((1, 4), np.float32))
         real_save = np.save
@@ -342,7 +341,7 @@ def test_cache_is_consistent_after_kill_mid_write(
     writer = textwrap.dedent(
         f"""
         import numpy as np
-        from recstream.encoder import EmbeddingCache, text_key
+        from recstream.embedding_cache import EmbeddingCache, text_key
         cache = EmbeddingCache({str(tmp_path)!r}, dim=384, max_segments=4)
         start = len(cache)  # resume after what earlier (killed) writers completed
         while True:  # 15 MB segments; vector of key str(i) is i everywhere
