@@ -28,6 +28,8 @@ WORKER_METRICS = {
     "recstream_online_hit_rate",
     "recstream_redis_errors_total",
     "recstream_consumer_lag",
+    "recstream_kafka_send_errors_total",
+    "recstream_checkpoint_errors_total",
 }
 
 
@@ -65,8 +67,21 @@ def test_alerts_use_only_the_worker_metric_names() -> None:
         "RecstreamDeadLetterRateHigh",
         "RecstreamRecommendationLatencyHigh",
         "RecstreamConsumerLagHigh",
+        "RecstreamKafkaSendErrors",
+        "RecstreamCheckpointFailing",
     ):
         assert f"alert: {alert}" in text
+
+
+def test_the_alerts_metric_names_are_the_workers() -> None:
+    from recstream.adapters.metrics import Metrics
+
+    exposed = set()
+    for family in Metrics().registry.collect():
+        exposed.add(family.name)
+        if family.type == "counter":
+            exposed.add(family.name + "_total")
+    assert exposed >= WORKER_METRICS, sorted(WORKER_METRICS - exposed)
 
 
 def test_prometheus_scrapes_the_worker_web_port() -> None:
