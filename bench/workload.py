@@ -92,16 +92,14 @@ def processor_replay(
     proc = StreamProcessor(_loaded_recommender(items, vectors), k=k)
     offsets = [0] * partitions
     messages = []
+    now = time.time()  # the record time: it only sets the lists' latency_ms
     for n, event in enumerate(events):
         partition = n % partitions
-        messages.append(KafkaMessage(event.to_json(), topic, partition, offsets[partition]))
+        messages.append(KafkaMessage(event.to_json(), topic, partition, offsets[partition], now))
         offsets[partition] += 1
     t0 = time.perf_counter()
     for start in range(0, len(messages), batch):
-        chunk = messages[start : start + batch]
-        now = time.time()
-        chunk = [KafkaMessage(m.value, m.topic, m.partition, m.offset, now) for m in chunk]
-        for outcome in proc.handle_events(chunk):
+        for outcome in proc.handle_events(messages[start : start + batch]):
             if outcome.recommendation is not None:
                 outcome.recommendation.to_json()
     seconds = time.perf_counter() - t0

@@ -76,6 +76,11 @@ class KafkaMessage:
     key: bytes | None = None
 
 
+def _position(message: MessageLike) -> dict[str, Any]:
+    """Where a message is, as its dead-letter record says it."""
+    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+
+
 class RecommenderLike(Protocol):
     """The part of :class:`recstream.recommender.Recommender` the stream uses."""
 
@@ -232,9 +237,7 @@ class StreamProcessor:
                 outcomes[index] = self._recommend(event, message.timestamp, now)
             except Exception as exc:  # see _learn_message: dead-lettered, not raised
                 log.exception("recommending after event %s failed", event.event_id)
-                error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
-                where = {"topic": message.topic, "partition": message.partition}
-                dlq = self._dead_letter(message.value, error, {**where, "offset": message.offset})
+                dlq = self._processing_error(message.value, exc, _position(message))
                 outcomes[index] = EventOutcome("dlq", event, dlq=dlq, received_at=now)
         return outcomes
 
@@ -245,7 +248,7 @@ class StreamProcessor:
             self.counts.replayed += 1
             return EventOutcome("replayed", received_at=now)
         self.changes += 1
-        where = {"topic": topic, "partition": partition, "offset": offset}
+        where = _position(message)
         try:
             event = parse_event(raw, default_ts=message.timestamp, max_bytes=self.max_event_bytes)
         except InvalidMessage as exc:
@@ -262,10 +265,14 @@ class StreamProcessor:
             # A bug or an incompatible model must not stop the stream, nor silently drop the
             # event: it is dead-lettered (replayable once fixed), logged and counted.
             log.exception("processing event %s failed", event.event_id)
-            error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
-            return EventOutcome("dlq", event, dlq=self._dead_letter(raw, error, where))
+            return EventOutcome("dlq", event, dlq=self._processing_error(raw, exc, where))
         self.counts.events_by_type[event.type] += 1
         return EventOutcome("ok", event, received_at=now)
+
+    def _processing_error(self, raw: bytes | None, exc: Exception, where: dict) -> dict:
+        """The dead letter of a valid message whose processing raised (a bug, a bad model)."""
+        error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
+        return self._dead_letter(raw, error, where)
 
     def _dead_letter(self, raw: bytes | None, error: InvalidMessage, where: dict) -> dict:
         self.counts.dlq_by_reason[error.code] += 1
@@ -311,8 +318,7 @@ class StreamProcessor:
             return self._apply_item(item)
         except Exception as exc:  # as for events: dead-letter, log, count, go on
             log.exception("processing item %s failed", item.item_id)
-            error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
-            return ItemOutcome("dlq", item, dlq=self._dead_letter(raw, error, where))
+            return ItemOutcome("dlq", item, dlq=self._processing_error(raw, exc, where))
 
     def _apply_item(self, item: Item) -> ItemOutcome:
         if item.deleted:
