@@ -21,6 +21,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# How a bool setting is spelled (RECSTREAM_ALLOW_UNKNOWN_ITEMS=false): bool("false") is True.
+_BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True)
+_BOOLS |= dict.fromkeys(("0", "false", "no", "off"), False)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,14 @@ class Settings:
     models_dir: str = str(PROJECT_ROOT / "models")  # RECSTREAM_MODELS_DIR: cache and checkpoints
     dedup_window: int = 1_000_000  # RECSTREAM_DEDUP_WINDOW: event ids remembered for dedup
     max_event_bytes: int = 64 * 1024  # RECSTREAM_MAX_EVENT_BYTES: larger events go to the DLQ
+    # RECSTREAM_MAX_CONSECUTIVE_ERRORS: processing errors in a row (exceptions while applying
+    # valid messages, each dead-lettered) after which the worker halts: /healthz says why, the
+    # recstream_halted gauge fires an alert, and nothing more is applied until a restart
+    max_consecutive_errors: int = 100
+    # RECSTREAM_ALLOW_UNKNOWN_ITEMS: false = only the items topic makes an item recommendable
+    # (an event naming an unknown item is learned, the item waits for its catalogue entry);
+    # true = events add items too, for shops without a catalogue feed
+    allow_unknown_items: bool = False
     extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def topic(self, name: str) -> str:
@@ -95,7 +106,10 @@ class Settings:
             raw = environ[env_name]
             kind = type(f.default)
             try:
-                values[f.name] = kind(raw) if kind is not str else raw
-            except ValueError:
+                if kind is bool:
+                    values[f.name] = _BOOLS[raw.strip().lower()]
+                else:
+                    values[f.name] = kind(raw) if kind is not str else raw
+            except (ValueError, KeyError):
                 raise ValueError(f"{env_name}: expected {kind.__name__}, got {raw!r}") from None
         return cls(**values)

@@ -28,6 +28,10 @@ EVENT_TYPES = ("view", "click", "purchase")
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 20_000
 DEFAULT_MAX_BYTES = 64 * 1024
+# ``context`` may nest (``{"geo": {"city": ...}}``), but not without end: a bounded depth keeps
+# every later walk over it (pickling in a checkpoint, JSON) far from Python's recursion limit.
+MAX_CONTEXT_DEPTH = 4
+_ID_INT_BOUND = 10**MAX_ID_LENGTH  # an integer id needs fewer digits than an id has characters
 
 
 class InvalidMessage(ValueError):
@@ -143,9 +147,22 @@ def decode_json_object(raw: bytes | str | dict, max_bytes: int = DEFAULT_MAX_BYT
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidMessage("bad_json", f"invalid JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:  # e.g. 10,000 nested arrays: Python's parser recurses per level
+        raise InvalidMessage("bad_json", "invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of over 4,300 digits (int_max_str_digits)
+        raise InvalidMessage("bad_json", f"invalid JSON: {exc!s:.120}") from None
     if not isinstance(obj, dict):
         raise InvalidMessage("bad_json", f"expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def _preview(value: Any) -> str:
+    """A short repr for error messages; never the repr of a whole (maybe hostile) container."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _ID_INT_BOUND:
+        return "an integer too large"
+    return f"{value!r:.60}"
 
 
 def _id(obj: dict, name: str, required: bool = True) -> str | None:
@@ -155,10 +172,47 @@ def _id(obj: dict, name: str, required: bool = True) -> str | None:
             raise InvalidMessage("missing_field", f"missing required field {name!r}")
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidMessage("bad_field", f"field {name!r} must be a string, got {value!r:.60}")
-    value = str(value)
+        raise InvalidMessage("bad_field", f"field {name!r} must be a string, got {_preview(value)}")
+    if isinstance(value, int) and not -_ID_INT_BOUND < value < _ID_INT_BOUND:
+        raise InvalidMessage("bad_field", f"field {name!r} is longer than {MAX_ID_LENGTH} chars")
+    return check_id(str(value), name)
+
+
+def check_id(value: str, name: str = "id") -> str:
+    """``value`` if it is a usable id: 1..MAX_ID_LENGTH printable characters.
+
+    Ids end up in Redis keys, Kafka keys, log lines and HTML: control characters (NUL, newline),
+    lone UTF-16 surrogates (which no UTF-8 encoder accepts) and other unprintable characters
+    are refused here, once, instead of failing wherever the id is used.
+
+    >>> check_id("sku-42 (blue)")
+    'sku-42 (blue)'
+    >>> check_id("a\\nb", "user_id")
+    Traceback (most recent call last):
+    ...
+    recstream.events.InvalidMessage: bad_field: field 'user_id' holds an unprintable character \
+'\\n' at 1
+    """
+    if not value:
+        raise InvalidMessage("missing_field", f"missing required field {name!r}")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidMessage("bad_field", f"field {name!r} is longer than {MAX_ID_LENGTH} chars")
+    if not value.isprintable():
+        at = next(i for i, c in enumerate(value) if not c.isprintable())
+        raise InvalidMessage(
+            "bad_field", f"field {name!r} holds an unprintable character {value[at]!r} at {at}"
+        )
+    return value
+
+
+def _text(value: str, name: str) -> str:
+    """Free text may hold newlines and tabs, but must be encodable (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(
+            "bad_field", f"field {name!r} holds a lone surrogate at {exc.start}"
+        ) from None
     return value
 
 
@@ -169,10 +223,52 @@ def _ts(obj: dict, default: float | None) -> float:
             raise InvalidMessage("missing_field", "missing field 'ts' and no broker timestamp")
         return float(default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidMessage("bad_field", f"field 'ts' must be a number, got {value!r:.60}")
-    if not math.isfinite(value) or value < 0:
-        raise InvalidMessage("bad_field", f"field 'ts' must be a finite time >= 0, got {value!r}")
-    return float(value)
+        raise InvalidMessage("bad_field", f"field 'ts' must be a number, got {_preview(value)}")
+    try:
+        ts = float(value)  # an integer beyond ~1.8e308 raises OverflowError
+    except OverflowError:
+        ts = math.inf
+    if not math.isfinite(ts) or ts < 0:
+        raise InvalidMessage("bad_field", f"field 'ts' must be a finite time >= 0, got {ts!r}")
+    return ts
+
+
+def _context(obj: dict) -> dict[str, Any]:
+    context = obj.get("context") or {}
+    if not isinstance(context, dict):
+        raise InvalidMessage("bad_field", "field 'context' must be an object")
+    if _depth(context, MAX_CONTEXT_DEPTH + 1) > MAX_CONTEXT_DEPTH:
+        raise InvalidMessage(
+            "bad_field", f"field 'context' nests deeper than {MAX_CONTEXT_DEPTH} levels"
+        )
+    _json_text(context, "context")
+    session_id = context.get("session_id")
+    if session_id is not None:
+        if isinstance(session_id, bool) or not isinstance(session_id, str | int):
+            raise InvalidMessage("bad_field", "field 'context.session_id' must be a string")
+        context = {**context, "session_id": check_id(str(session_id), "context.session_id")}
+    return context
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counted no further than ``limit``."""
+    if limit <= 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+
+
+def _json_text(value: Any, name: str) -> None:
+    """Every string in a (depth-checked) JSON value is encodable."""
+    if isinstance(value, str):
+        _text(value, name)
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            _text(key, name)
+            _json_text(child, name)
+    elif isinstance(value, list):
+        for child in value:
+            _json_text(child, name)
 
 
 def derive_event_id(user_id: str, item_id: str, type_: str, ts: float) -> str:
@@ -197,12 +293,11 @@ def parse_event(
     if type_ not in EVENT_TYPES:
         raise InvalidMessage(
             "unknown_type",
-            f"unknown event type {type_!r:.60} (expected one of {', '.join(sorted(EVENT_TYPES))})",
+            f"unknown event type {_preview(type_)} "
+            f"(expected one of {', '.join(sorted(EVENT_TYPES))})",
         )
     ts = _ts(obj, default_ts)
-    context = obj.get("context") or {}
-    if not isinstance(context, dict):
-        raise InvalidMessage("bad_field", "field 'context' must be an object")
+    context = _context(obj)
     event_id = _id(obj, "event_id", required=False) or derive_event_id(user_id, item_id, type_, ts)
     return Event(event_id, user_id, item_id, type_, ts, context)
 
@@ -213,7 +308,7 @@ def _strings(obj: dict, name: str) -> tuple[str, ...]:
         value = [v for v in value.split("|") if v]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidMessage("bad_field", f"field {name!r} must be a list of strings")
-    return tuple(v.strip() for v in value if v.strip())
+    return tuple(_text(v.strip(), name) for v in value if v.strip())
 
 
 def parse_item(raw: bytes | str | dict, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Item:
@@ -227,7 +322,7 @@ def parse_item(raw: bytes | str | dict, *, max_bytes: int = DEFAULT_MAX_BYTES) -
             raise InvalidMessage("bad_field", f"field {name!r} must be a string")
         if len(value) > MAX_TEXT_LENGTH:
             raise InvalidMessage("bad_field", f"field {name!r} is longer than {MAX_TEXT_LENGTH}")
-        texts[name] = value
+        texts[name] = _text(value, name)
     deleted = obj.get("deleted", False)
     if not isinstance(deleted, bool):
         raise InvalidMessage("bad_field", "field 'deleted' must be true or false")

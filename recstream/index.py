@@ -134,8 +134,12 @@ class ItemIndex:
     def n_vectors(self) -> int:
         return int(np.count_nonzero(self.has_vector))
 
-    def add(self, item_id: str) -> int:
-        """Row of ``item_id``, appending it when unknown (a deleted item stays deleted)."""
+    def add(self, item_id: str, *, active: bool = True) -> int:
+        """Row of ``item_id``, appending it when unknown (a deleted item stays deleted).
+
+        ``active=False`` appends an unknown item masked out of every ranking: a signal to learn
+        from, not yet an item to recommend (:meth:`activate` makes it one).
+        """
         row = self.rows.get(item_id)
         if row is not None:
             return row
@@ -144,7 +148,7 @@ class ItemIndex:
         self.rows[item_id] = row
         self._active = grow(self._active, row + 1, fill=False)
         self._has_vector = grow(self._has_vector, row + 1, fill=False)
-        self._active[row] = True
+        self._active[row] = active
         if self.dim is not None:
             self._vectors = grow(self._vectors, row + 1)
         return row

@@ -14,7 +14,6 @@ past it", which is what makes a checkpoint's model and offsets agree.
 
 from __future__ import annotations
 
-import base64
 import logging
 import pickle
 import time
@@ -27,12 +26,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from recstream.checkpoint import Checkpoint, CheckpointStore
+from recstream.dead_letters import dead_letter, dead_letter_key
 from recstream.events import (
     Event,
     InvalidMessage,
     Item,
     Recommendation,
     ScoredItem,
+    check_id,
     parse_event,
     parse_item,
 )
@@ -45,13 +46,24 @@ from recstream.online import (
     RateMeter,
 )
 
-__all__ = ["EventOutcome", "ItemOutcome", "KafkaMessage", "StreamProcessor", "dead_letter"]
+__all__ = [
+    "EventOutcome",
+    "ItemOutcome",
+    "KafkaMessage",
+    "StreamProcessor",
+    "dead_letter",
+    "dead_letter_key",
+]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 MODEL_FILE = "recommender.pkl"
 STATE_FILE = "stream.pkl"
+# Consecutive processing errors (exceptions while applying *valid* messages) after which the
+# processor halts: that many in a row is a bug or an incompatible model, not bad input, and
+# dead-lettering the whole stream would only move it to the DLQ.
+DEFAULT_MAX_CONSECUTIVE_ERRORS = 100
 
 
 class MessageLike(Protocol):
@@ -85,6 +97,7 @@ class RecommenderLike(Protocol):
     """The part of :class:`recstream.recommender.Recommender` the stream uses."""
 
     model_version: str
+    allow_unknown_items: bool
 
     def upsert_item(self, item: Item) -> bool: ...
     def delete_item(self, item_id: str) -> None: ...
@@ -96,48 +109,24 @@ class RecommenderLike(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-def dead_letter(
-    raw: bytes | None,
-    error: InvalidMessage,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    max_raw_bytes: int,
-    now: float,
-) -> dict[str, Any]:
-    """The DLQ record of the public interface; ``raw`` is kept readable when it is UTF-8.
-
-    The raw value is cut at ``max_raw_bytes`` (``raw_truncated``): an oversized message must not
-    produce a dead-letter record that the broker itself rejects as too large.
-    """
-    data = raw if isinstance(raw, bytes | bytearray) else b""
-    size = len(data)
-    data = bytes(data[:max_raw_bytes])
+def _tombstone_item(key: bytes | None) -> Item:
+    """The deletion a tombstone on the items topic stands for: the item its key names."""
+    if key is None:
+        raise InvalidMessage("tombstone", "null value (tombstone) without a key: no item to delete")
     try:
-        text, encoding = data.decode("utf-8"), "utf-8"
+        item_id = bytes(key).decode("utf-8")
     except UnicodeDecodeError:
-        text, encoding = base64.b64encode(data).decode("ascii"), "base64"
-    return {
-        "reason": error.reason,
-        "code": error.code,
-        "raw": text,
-        "raw_encoding": encoding,
-        "raw_bytes": size,
-        "raw_truncated": size > max_raw_bytes,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "dead_lettered_at": now,
-    }
+        raise InvalidMessage("tombstone", "tombstone key is not UTF-8") from None
+    return Item(check_id(item_id, "key"), deleted=True)
 
 
 @dataclass(frozen=True, slots=True)
 class EventOutcome:
     # ok: learned (and ``recommendation`` set unless the user has a later event in the same
     # batch: see handle_events) · dlq: invalid · duplicate: event_id seen in the window ·
-    # replayed: offset already reflected in the state (redelivery after a restart): skipped.
-    status: Literal["ok", "dlq", "duplicate", "replayed"]
+    # replayed: offset already reflected in the state (redelivery after a restart): skipped ·
+    # halted: not applied, the processor has stopped (``StreamProcessor.halted``).
+    status: Literal["ok", "dlq", "duplicate", "replayed", "halted"]
     event: Event | None = None
     recommendation: Recommendation | None = None
     profile: np.ndarray | None = None
@@ -147,7 +136,7 @@ class EventOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ItemOutcome:
-    status: Literal["upserted", "unchanged", "deleted", "dlq", "replayed"]
+    status: Literal["upserted", "unchanged", "deleted", "dlq", "replayed", "halted"]
     item: Item | None = None
     dlq: dict[str, Any] | None = None
 
@@ -178,12 +167,18 @@ class StreamProcessor:
         k: int = 10,
         dedup_window: int = 1_000_000,
         max_event_bytes: int = 64 * 1024,
+        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         clock=time.time,
     ) -> None:
         self.recommender = recommender
         self.k = k
         self.max_event_bytes = max_event_bytes
+        self.max_consecutive_errors = max_consecutive_errors
         self.clock = clock
+        # Processing errors since the last message applied cleanly, and why the processor
+        # stopped once they reached max_consecutive_errors (None: running).
+        self.consecutive_errors = 0
+        self.halted: str | None = None
         self.dedup = DedupWindow(dedup_window)
         self.positions = Positions()
         self.online = OnlineRanking(k=k)
@@ -236,48 +231,82 @@ class StreamProcessor:
             try:
                 outcomes[index] = self._recommend(event, message.timestamp, now)
             except Exception as exc:  # see _learn_message: dead-lettered, not raised
+                # The event itself was learned; only its list failed. Its dead letter lets an
+                # operator see (and count) lists that never went out.
                 log.exception("recommending after event %s failed", event.event_id)
-                dlq = self._processing_error(message.value, exc, _position(message))
+                key = getattr(message, "key", None)
+                dlq = self._processing_error(message.value, exc, _position(message), key)
                 outcomes[index] = EventOutcome("dlq", event, dlq=dlq, received_at=now)
         return outcomes
 
     def _learn_message(self, message: MessageLike, now: float) -> EventOutcome:
         raw, topic = message.value, message.topic
         partition, offset = message.partition, message.offset
+        if self.halted is not None:
+            return EventOutcome("halted", received_at=now)  # position kept: resumed here
         if not self.positions.accept(topic, partition, offset):
             self.counts.replayed += 1
             return EventOutcome("replayed", received_at=now)
         self.changes += 1
         where = _position(message)
+        key = getattr(message, "key", None)
+        if raw is None:
+            # A tombstone deletes a key of a compacted topic; events are never deleted so.
+            error = InvalidMessage("tombstone", "null value (tombstone) on the events topic")
+            return EventOutcome(
+                "dlq", dlq=self._dead_letter(raw, error, where, key), received_at=now
+            )
         try:
+            # Everything is validated here, before any state changes: an event that fails
+            # leaves no partial update behind.
             event = parse_event(raw, default_ts=message.timestamp, max_bytes=self.max_event_bytes)
         except InvalidMessage as exc:
-            return EventOutcome("dlq", dlq=self._dead_letter(raw, exc, where), received_at=now)
-        if not self.dedup.add(event.event_id):
+            dlq = self._dead_letter(raw, exc, where, key)
+            return EventOutcome("dlq", dlq=dlq, received_at=now)
+        except Exception as exc:  # a parser bug: contained like any processing error
+            log.exception("parsing the event at %s failed", where)
+            return EventOutcome("dlq", dlq=self._processing_error(raw, exc, where, key))
+        if event.event_id in self.dedup:
             self.counts.duplicates += 1
             return EventOutcome("duplicate", event=event, received_at=now)
         try:
-            if event.type == "purchase":
-                # Test, then learn: score the list this user was shown before the purchase.
-                self.online.observe_purchase(event.user_id, event.item_id)
             self.recommender.learn(event)
         except Exception as exc:
             # A bug or an incompatible model must not stop the stream, nor silently drop the
-            # event: it is dead-lettered (replayable once fixed), logged and counted.
+            # event: it is dead-lettered (replayable once fixed: its id is not remembered as
+            # seen), logged and counted.
             log.exception("processing event %s failed", event.event_id)
-            return EventOutcome("dlq", event, dlq=self._processing_error(raw, exc, where))
+            dlq = self._processing_error(raw, exc, where, key)
+            return EventOutcome("dlq", event, dlq=dlq, received_at=now)
+        self.dedup.add(event.event_id)
+        if event.type == "purchase":
+            # Test, then learn: scored against the list this user was shown before the purchase
+            # (remembered when it was published; the model update above does not change it).
+            self.online.observe_purchase(event.user_id, event.item_id)
+        self.consecutive_errors = 0
         self.counts.events_by_type[event.type] += 1
         return EventOutcome("ok", event, received_at=now)
 
-    def _processing_error(self, raw: bytes | None, exc: Exception, where: dict) -> dict:
-        """The dead letter of a valid message whose processing raised (a bug, a bad model)."""
-        error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc}")
-        return self._dead_letter(raw, error, where)
+    def _processing_error(
+        self, raw: bytes | None, exc: BaseException, where: dict, key: bytes | None = None
+    ) -> dict:
+        """The dead letter of a valid message whose processing raised (a bug, a bad model);
+        halts the processor after ``max_consecutive_errors`` of them in a row."""
+        error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc!s:.300}")
+        self.consecutive_errors += 1
+        if self.consecutive_errors >= self.max_consecutive_errors and self.halted is None:
+            self.halted = (
+                f"{self.consecutive_errors} consecutive processing errors, the last: {error.reason}"
+            )
+            log.critical("processor halted: %s", self.halted)
+        return self._dead_letter(raw, error, where, key)
 
-    def _dead_letter(self, raw: bytes | None, error: InvalidMessage, where: dict) -> dict:
+    def _dead_letter(
+        self, raw: bytes | None, error: InvalidMessage, where: dict, key: bytes | None = None
+    ) -> dict:
         self.counts.dlq_by_reason[error.code] += 1
         return dead_letter(
-            raw, error, **where, max_raw_bytes=self.max_event_bytes, now=self.clock()
+            raw, error, **where, max_raw_bytes=self.max_event_bytes, now=self.clock(), key=key
         )
 
     def _recommend(self, event: Event, timestamp: float | None, now: float) -> EventOutcome:
@@ -302,23 +331,43 @@ class StreamProcessor:
         return EventOutcome("ok", event, recommendation, profile, received_at=now)
 
     def handle_item(
-        self, raw: bytes | None, *, topic: str, partition: int, offset: int
+        self,
+        raw: bytes | None,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None = None,
     ) -> ItemOutcome:
-        """One catalogue upsert or deletion; new or changed text joins the encode queue."""
+        """One catalogue upsert or deletion; new or changed text joins the encode queue.
+
+        A null value (a Kafka tombstone) deletes the item its key names, as compaction would.
+        """
+        if self.halted is not None:
+            return ItemOutcome("halted")
         if not self.positions.accept(topic, partition, offset):
             self.counts.replayed += 1
             return ItemOutcome("replayed")
         self.changes += 1
         where = {"topic": topic, "partition": partition, "offset": offset}
         try:
-            item = parse_item(raw, max_bytes=self.max_event_bytes)
+            item = (
+                _tombstone_item(key)
+                if raw is None
+                else parse_item(raw, max_bytes=self.max_event_bytes)
+            )
         except InvalidMessage as exc:
-            return ItemOutcome("dlq", dlq=self._dead_letter(raw, exc, where))
+            return ItemOutcome("dlq", dlq=self._dead_letter(raw, exc, where, key))
+        except Exception as exc:  # a parser bug: contained like any processing error
+            log.exception("parsing the item at %s failed", where)
+            return ItemOutcome("dlq", dlq=self._processing_error(raw, exc, where, key))
         try:
-            return self._apply_item(item)
+            outcome = self._apply_item(item)
         except Exception as exc:  # as for events: dead-letter, log, count, go on
             log.exception("processing item %s failed", item.item_id)
-            return ItemOutcome("dlq", item, dlq=self._processing_error(raw, exc, where))
+            return ItemOutcome("dlq", item, dlq=self._processing_error(raw, exc, where, key))
+        self.consecutive_errors = 0
+        return outcome
 
     def _apply_item(self, item: Item) -> ItemOutcome:
         if item.deleted:

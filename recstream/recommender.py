@@ -127,10 +127,23 @@ class Recommender:
     exclude
         Default exclusion: ``"purchased"`` (never recommend an item the user bought) or
         ``"seen"`` (nor any item the user interacted with).
+    allow_unknown_items
+        ``False`` (the default): only :meth:`upsert_item` makes an item recommendable; an event
+        naming an unknown item is learned as a signal, and the item waits for its catalogue
+        entry. ``True`` lets events add items, for shops without a catalogue feed. Anyone who
+        can produce an event could otherwise put any id in front of every user.
     """
 
+    # Class-level default: a model pickled before the setting existed loads with it.
+    allow_unknown_items = False
+
     def __init__(
-        self, config: RecommenderConfig | None = None, *, seed: int = 42, exclude: str = "purchased"
+        self,
+        config: RecommenderConfig | None = None,
+        *,
+        seed: int = 42,
+        exclude: str = "purchased",
+        allow_unknown_items: bool = False,
     ) -> None:
         if exclude not in EXCLUDE_MODES:
             raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {exclude!r}")
@@ -140,6 +153,7 @@ class Recommender:
         self._config_digest = self.config.digest()
         self.seed = seed
         self.exclude = exclude
+        self.allow_unknown_items = allow_unknown_items
         c = self.config
         self.index = ItemIndex(reduce_dim=c.content_dim or None)
         self.users = UserStore(
@@ -195,10 +209,12 @@ class Recommender:
         if item.deleted:
             self.delete_item(item.item_id)
             return False
-        is_new = item.item_id not in self.index
+        row = self.index.row(item.item_id)
+        was_active = row is not None and bool(self.index.active[row])
         row = self.index.activate(item.item_id)
-        if is_new and self.n_events > 0:
-            # released while the stream runs: fresh from now, before its first event
+        if not was_active and self.n_events > 0:
+            # released while the stream runs (new, or learned from events while it waited for
+            # this entry): fresh from now; an item marked fresh before keeps its clock
             self._mark_fresh(row)
         digest = item.text_hash
         changed = self._text_hash.get(item.item_id) != digest
@@ -215,11 +231,13 @@ class Recommender:
 
     # -- learning ----------------------------------------------------------------------------
     def learn(self, event: Event) -> None:
-        """Update every signal with one event; unknown items join the catalogue."""
+        """Update every signal with one event; an unknown item is learned but recommendable
+        only once catalogued (see ``allow_unknown_items``)."""
         c_weights = self.config.event_weights
-        row = self.index.add(event.item_id)
+        row = self.index.add(event.item_id, active=self.allow_unknown_items)
         self.n_events += 1
-        self._mark_fresh(row)
+        if self.index.active[row]:  # a waiting item's fresh clock starts at its upsert
+            self._mark_fresh(row)
         # MF first: its negative sampler must see the user's history *before* this event
         # (the positive itself is never drawn, so the order only matters for clarity).
         self.mf.update(event.user_id, row, event.type)

@@ -6,11 +6,14 @@ Module-level, in the style of the Faust examples; every decision is made in
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from streams import runtime
 from streams.app import app, settings
 from streams.topics import SOURCE_TOPICS, events_topic, items_topic
+
+log = logging.getLogger("recstream.worker")
 
 SOURCE_TOPIC_NAMES = {t.get_topic_name() for t in SOURCE_TOPICS}
 
@@ -40,7 +43,13 @@ async def event_batches() -> None:
 async def process_items(stream: Any) -> None:
     """Catalogue upserts and deletions; new or changed text is queued for the encoder."""
     async for event in stream.events():
-        await runtime.current().on_item(event.message)
+        try:
+            await runtime.current().on_item(event.message)
+        except Exception:
+            # The processor dead-letters whatever it cannot apply, so this is a bug on the way
+            # out (a sink): the item is applied, and an agent that raised would be restarted by
+            # Faust past this message anyway. Logged, not fatal.
+            log.exception("items agent: message at offset %s", event.message.offset)
 
 
 @app.task

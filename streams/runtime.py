@@ -33,6 +33,7 @@ from recstream.adapters.metrics import Metrics
 from recstream.adapters.redis_sink import RedisSink
 from recstream.checkpoint import CheckpointStore
 from recstream.config import Settings
+from recstream.dead_letters import dead_letter_key
 from recstream.events import Item
 from recstream.pipeline import StreamProcessor
 
@@ -107,6 +108,7 @@ class Runtime:
         # while it is free never sees a reflected event whose outputs are not handed over yet.
         self.lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
+        self._halted_forever = asyncio.Event()  # never set: a halt lasts until the restart
         # Event messages between the agent (which only queues them) and the batch task. Bounded:
         # a full inbox makes the agent wait, so Faust stops fetching — backpressure, not memory.
         self.inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=max(1, settings.batch_max))
@@ -123,6 +125,8 @@ class Runtime:
         twice) are paid once per batch."""
         inbox, most = self.inbox, self.settings.batch_max
         while True:
+            if self.processor.halted is not None:
+                await self._wait_while_halted()
             batch = [await inbox.get()]
             while len(batch) < most:
                 if inbox.empty() and not await self._agent_queues_more():
@@ -133,6 +137,23 @@ class Runtime:
             finally:
                 for _ in batch:
                     inbox.task_done()
+
+    async def _wait_while_halted(self) -> None:
+        """A halted processor applies nothing, until the worker is fixed and restarted.
+
+        The batch task stops taking messages, so the agent's inbox fills and Faust stops
+        fetching; the state's positions stay where the last applied message left them, and so
+        do the checkpoints' offsets: a restart resumes exactly there. Faust may still commit
+        the offsets of what it handed the agent, which is harmless: every (re)start seeks to
+        the state's own positions (:meth:`resume_offsets`). /healthz answers 503 with the
+        reason, and ``recstream_halted`` is 1 (the RecstreamHalted alert).
+        """
+        self.metrics.halted.set(1)
+        log.critical(
+            "worker halted, no message is applied until it is fixed and restarted: %s",
+            self.processor.halted,
+        )
+        await self._halted_forever.wait()
 
     async def _agent_queues_more(self) -> bool:
         """Give the events agent a few loop turns to queue a message Faust already holds.
@@ -166,10 +187,10 @@ class Runtime:
                     continue  # the user's later event in this batch carries their list
                 body = out.recommendation.to_json()
                 key = out.event.user_id.encode()
-                await self.publish(s.topic("recommendations"), key, body)
+                if await self._send(s.topic("recommendations"), key, body):
+                    m.recommendations.inc()
                 if self.redis is not None:  # queued: the writer task pipelines it
                     await self.redis.put_recommendation(out.event.user_id, body, out.profile)
-                m.recommendations.inc()
             for event_type, n in learned.items():
                 m.events.labels(type=event_type).inc(n)
             m.model_updates.inc(learned.total())
@@ -193,6 +214,7 @@ class Runtime:
                 topic=message.topic,
                 partition=message.partition,
                 offset=message.offset,
+                key=message.key,
             )
             if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
                 return
@@ -200,6 +222,8 @@ class Runtime:
             if out.status == "deleted" and self.redis is not None:
                 assert out.item is not None
                 await self.redis.delete_item(out.item.item_id)
+        if out.status == "halted":  # the items agent stops too (outside the lock: checkpoints)
+            await self._wait_while_halted()
         m.encode_queue.set(len(self.processor.encode_queue))
         waiting = self.processor.encode_queue.waiting
         if waiting == 1 or waiting >= s.encoder_max_queue:
@@ -218,8 +242,29 @@ class Runtime:
         elif status == "dlq":
             assert dlq is not None
             m.dlq.labels(reason=dlq["code"]).inc()
-            await self.publish(self.settings.topic("events.dlq"), message.key, _json(dlq))
-        else:
+            await self._send_dead_letter(message, dlq)
+        elif status != "halted":
+            return False
+        return True
+
+    async def _send_dead_letter(self, message: Message, dlq: dict[str, Any]) -> None:
+        """Send a dead letter; never raises. Should the broker refuse the record itself (it is
+        bounded, but a broker may be configured with a smaller message size), the same record
+        without the raw copy goes instead, so the reason and position are never lost."""
+        topic, key = self.settings.topic("events.dlq"), dead_letter_key(message.key)
+        if await self._send(topic, key, _json(dlq)):
+            return
+        bare = {**dlq, "raw": "", "raw_truncated": True}
+        await self._send(topic, key, _json(bare))
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> bool:
+        """Hand one output to Kafka; a refusal (too large, producer stopped) is counted and
+        logged, never raised: one message's output must not stop the worker."""
+        try:
+            await self.publish(topic, key, value)
+        except Exception as exc:
+            self.metrics.kafka_send_errors.inc()
+            log.error("Kafka send to %s refused: %s: %.200s", topic, type(exc).__name__, exc)
             return False
         return True
 
@@ -486,9 +531,12 @@ class Runtime:
 
     def health(self) -> dict[str, Any]:
         stats = self.processor.recommender.stats()
+        halted = self.processor.halted
         return {
-            "status": "ok" if self.ready else "starting",
-            "ready": self.ready,
+            "status": "halted" if halted else "ok" if self.ready else "starting",
+            "ready": self.ready and not halted,
+            "halted": halted,
+            "consecutive_errors": self.processor.consecutive_errors,
             "worker": self.worker_id,
             "model_version": self.processor.recommender.model_version,
             "events_processed": self.processor.events_processed,

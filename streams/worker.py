@@ -62,6 +62,7 @@ def restore_processor(settings: Settings, topic_ids: dict[str, str]):
         "k": settings.k,
         "dedup_window": settings.dedup_window,
         "max_event_bytes": settings.max_event_bytes,
+        "max_consecutive_errors": settings.max_consecutive_errors,
     }
     for ckpt in store.candidates():
         saved = ckpt.meta.get("topic_ids", {})
@@ -82,8 +83,14 @@ def restore_processor(settings: Settings, topic_ids: dict[str, str]):
             proc.events_processed,
             ckpt.meta.get("offsets"),
         )
+        # A setting, not state: today's value applies to a model saved under another one.
+        proc.recommender.allow_unknown_items = settings.allow_unknown_items
         return store, proc
-    recommender = Recommender(seed=settings.seed, exclude=settings.exclude)
+    recommender = Recommender(
+        seed=settings.seed,
+        exclude=settings.exclude,
+        allow_unknown_items=settings.allow_unknown_items,
+    )
     log.info("no checkpoint in %s: starting from an empty model", store.root)
     return store, StreamProcessor(recommender, **kwargs)
 
@@ -102,8 +109,12 @@ def build_runtime(settings: Settings):
     store, processor = restore_processor(settings, ids)
     metrics = Metrics()
     redis = RedisSink(
-        settings, on_error=metrics.redis_errors.inc, on_skip=metrics.redis_skipped.inc
+        settings,
+        on_error=metrics.redis_errors.inc,
+        on_skip=metrics.redis_skipped.inc,
+        on_drop=metrics.redis_dropped_writes,
     )
+    metrics.watch_redis(pending=redis.pending_writes, up=lambda: redis.up)
     outputs = {t.get_topic_name() for t in (recommendations_topic, dlq_topic, metrics_topic)}
 
     def delivered(future: asyncio.Future) -> None:

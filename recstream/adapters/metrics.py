@@ -202,6 +202,12 @@ class Metrics:
             "Unix time of the last checkpoint",
             registry=r,
         )
+        self.halted = Gauge(
+            "recstream_halted",
+            "1 while the worker has stopped applying messages after too many consecutive "
+            "processing errors (a bug or an incompatible model; see /healthz)",
+            registry=r,
+        )
         # No model-version label on purpose: the version changes with every event, and each new
         # label value would be a new Prometheus series. It is in the snapshot and /healthz.
 

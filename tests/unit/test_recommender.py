@@ -40,8 +40,11 @@ def test_upsert_delete_and_items_added_on_the_fly():
     assert rec.upsert_item(Item("a", "Alpha")) is False  # unchanged text
     assert rec.upsert_item(Item("a", "Alpha 2")) is True  # text changed: re-encode
     assert rec.upsert_item(Item("b", "Beta", deleted=True)) is False
-    rec.learn(ev(0, "u1", "zz"))  # unknown item joins the catalogue
+    rec.learn(ev(0, "u1", "zz"))  # an unknown item is learned, but waits for its entry
     assert "zz" in rec.index and rec.stats()["n_items"] == 2  # b: deleted before it existed
+    assert [r.item_id for r in rec.recommend("u9", k=10)] == ["a"]
+    assert rec.upsert_item(Item("zz", "Zed")) is True  # catalogued: recommendable now
+    assert {r.item_id for r in rec.recommend("u9", k=10)} == {"a", "zz"}
     rec.learn(ev(1, "u2", "a"))
     rec.delete_item("a")
     assert all(r.item_id != "a" for r in rec.recommend("u9", k=10))
@@ -49,6 +52,22 @@ def test_upsert_delete_and_items_added_on_the_fly():
     assert all(r.item_id != "a" for r in rec.recommend("u9", k=10))
     assert rec.upsert_item(Item("a", "Alpha 2")) is False  # back, same text
     assert "a" in [r.item_id for r in rec.recommend("u9", k=10)]
+
+
+def test_events_name_items_but_only_the_catalogue_makes_them_recommendable():
+    rec = Recommender(RecommenderConfig(w_mf=0.0))
+    rec.upsert_item(Item("real", "A real item"))
+    junk = ["' OR 1=1 --", "junk-1", "junk-2"]
+    for n, item_id in enumerate(["real", *junk, *junk]):
+        rec.learn(ev(n, f"u{n}", item_id, "purchase"))
+    assert [r.item_id for r in rec.recommend("new-user", k=10)] == ["real"]
+    # the signal was learned all the same: once catalogued, "junk-1" is co-visited and popular
+    rec.upsert_item(Item("junk-1", "Now in the catalogue"))
+    assert {r.item_id for r in rec.recommend("new-user", k=10)} == {"real", "junk-1"}
+    # shops without a catalogue feed opt in
+    open_rec = Recommender(allow_unknown_items=True)
+    open_rec.learn(ev(0, "u1", "anything"))
+    assert [r.item_id for r in open_rec.recommend("u2", k=10)] == ["anything"]
 
 
 def test_never_recommends_purchased_nor_seen_when_asked(synthetic):
@@ -72,6 +91,8 @@ def test_never_recommends_purchased_nor_seen_when_asked(synthetic):
 
 def test_reasons_co_visitation_content_and_popularity():
     rec = Recommender(RecommenderConfig(w_mf=0.0, w_fresh=0.0))
+    for item_id in ("a", "b"):
+        rec.upsert_item(Item(item_id))
     for n, (u, i) in enumerate([("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")]):
         rec.learn(ev(n, u, i))
     rec.learn(ev(4, "u3", "a"))
