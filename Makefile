@@ -10,9 +10,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_PORT ?= 9092
 REDIS_PORT ?= 6379
-REDIS_PASSWORD ?= recstream
+# Redis's admin password; empty: the random one deploy/redis/redis.sh keeps in
+# .stack/redis/admin.password (the worker has its own ACL user: README, Security)
+REDIS_PASSWORD ?=
 PROMETHEUS_PORT ?= 9090
 BROKERS ?= 1
+# SECURE=1: `make up`, `status` and `run` use the secure Kafka instead, SASL_SSL with ACLs on
+# 127.0.0.1:9392 (deploy/README.md, "Secure Kafka"); it runs next to the plaintext one.
+SECURE ?= 0
+export SECURE
 PYTEST_ARGS ?=
 export KAFKA_PORT REDIS_PORT REDIS_PASSWORD PROMETHEUS_PORT BROKERS
 
@@ -27,6 +33,7 @@ PROMETHEUS := deploy/prometheus/prometheus.sh
 help:
 	@echo "make setup   create .venv and install the project (seconds when up to date)"
 	@echo "make up      start Kafka ($(BROKERS) broker(s), 127.0.0.1:$(KAFKA_PORT)), Redis, Prometheus"
+	@echo "make up SECURE=1   the same with the secure Kafka (SASL_SSL + ACLs, 127.0.0.1:9392)"
 	@echo "make run     setup + up + the streaming worker (deploy/run.sh)"
 	@echo "make test    setup + up + pytest (unit, streams, integration) + ruff, then down"
 	@echo "make down    stop every service started by make up"
@@ -45,15 +52,18 @@ stack:
 	@$(REDIS) install
 	@$(PROMETHEUS) install || echo "stack: continuing without Prometheus"
 	@$(KAFKA) fetch
+	@$(KAFKA) tools
 
 up: stack
 	@$(KAFKA) start --brokers $(BROKERS)
 	@$(REDIS) start
 	@$(PROMETHEUS) start
 
-# Every service is stopped even when another one fails to stop.
+# Every service is stopped even when another one fails to stop; both Kafka clusters, whatever
+# SECURE says.
 down:
-	@rc=0; for s in $(PROMETHEUS) $(REDIS) $(KAFKA); do $$s stop || rc=1; done; exit $$rc
+	@rc=0; for s in $(PROMETHEUS) $(REDIS); do $$s stop || rc=1; done; \
+	for secure in 0 1; do SECURE=$$secure $(KAFKA) stop || rc=1; done; exit $$rc
 
 status:
 	@rc=0; for s in $(KAFKA) $(REDIS) $(PROMETHEUS); do $$s status || rc=1; done; exit $$rc

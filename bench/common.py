@@ -7,6 +7,7 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -18,6 +19,29 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 PROFILES_DIR = BENCH_DIR / "profiles"
 PYTHON = sys.executable
+
+
+def _default_redis_url() -> None:
+    """Benchmarks write under key prefixes of their own (bench-*), which the worker's ACL user
+    may not touch: unless RECSTREAM_REDIS_URL is given, they, and the workers they start (which
+    inherit this environment), log in as the stack's admin, whose password deploy/redis/redis.sh
+    generated (or REDIS_PASSWORD gave)."""
+    if os.environ.get("RECSTREAM_REDIS_URL"):
+        return
+    password = os.environ.get("REDIS_PASSWORD", "")
+    if not password:
+        script = ROOT / "deploy" / "redis" / "redis.sh"
+        found = subprocess.run(
+            ["bash", str(script), "password-file"], capture_output=True, text=True, check=False
+        )
+        with contextlib.suppress(OSError):
+            password = Path(found.stdout.strip()).read_text().strip()
+    if password:
+        port = os.environ.get("REDIS_PORT", "6379")
+        os.environ["RECSTREAM_REDIS_URL"] = f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+_default_redis_url()
 
 
 def _first_line_with(path: str, prefix: str) -> str | None:

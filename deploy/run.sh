@@ -15,7 +15,8 @@
 #   SEED=n       synthetic stream seed; default: new each run, so a second run is new traffic for
 #                the same users and items (a replayed DATA folder is deduplicated by event_id:
 #                `make clean` starts over)
-#   RECSTREAM_*  any worker setting (recstream/config.py), e.g. RECSTREAM_WEB_PORT=6067
+#   RECSTREAM_*  any worker setting (recstream/config.py), e.g. RECSTREAM_WEB_PORT=6067; without
+#                RECSTREAM_REDIS_URL the worker writes to the stack's Redis as its ACL user
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +53,26 @@ healthz() { curl -fsS --max-time 2 "http://127.0.0.1:$port/healthz" 2>/dev/null;
 if healthz >/dev/null; then
   echo "run: something already answers on port $port (another worker?): stop it or set RECSTREAM_WEB_PORT" >&2
   exit 1
+fi
+
+# The worker logs in to Redis as its ACL user, with the password file deploy/redis/redis.sh
+# made, never as the admin; a RECSTREAM_REDIS_URL of your own brings its own credentials.
+if [[ -z ${RECSTREAM_REDIS_URL:-} ]]; then
+  export RECSTREAM_REDIS_URL=redis://127.0.0.1:${REDIS_PORT:-6379}/0
+  : "${RECSTREAM_REDIS_USERNAME:=${REDIS_WORKER_USER:-recstream-worker}}"
+  export RECSTREAM_REDIS_USERNAME
+  if [[ -z ${RECSTREAM_REDIS_PASSWORD:-} && -z ${RECSTREAM_REDIS_PASSWORD_FILE:-} ]]; then
+    RECSTREAM_REDIS_PASSWORD_FILE=$(deploy/redis/redis.sh password-file "$RECSTREAM_REDIS_USERNAME")
+    export RECSTREAM_REDIS_PASSWORD_FILE
+  fi
+fi
+
+# SECURE=1 (`make run SECURE=1`): the worker, producer and consumer talk to the secure Kafka as its
+# worker user, with the variables deploy/kafka/kafka.sh wrote (TLS CA, user, password file).
+if [[ ${SECURE:-0} == 1 ]]; then
+  # shellcheck source=/dev/null
+  source "$root/.stack/kafka-secure/client.env" \
+    || { echo "run: no secure Kafka credentials: run 'make up SECURE=1' first" >&2; exit 1; }
 fi
 
 echo "run: starting the worker (log: ${logs#"$root"/}/worker.log)"

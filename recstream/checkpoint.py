@@ -92,13 +92,15 @@ class CheckpointStore:
 
     def save(self, writers: Mapping[str, Callable[[Path], None]], meta: Mapping[str, Any]) -> Path:
         """Write a new checkpoint: ``writers[name](path)`` writes each file; returns its dir."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Only the worker's user reads them: 0700 folders, 0600 files (users' histories inside).
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
         existing = self._complete()
         seq = existing[0][0] + 1 if existing else 1
         final = self.root / f"ckpt-{seq:09d}"
         tmp = self.root / f".tmp-ckpt-{seq:09d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp.mkdir(mode=0o700)
         try:
             for name, write in writers.items():
                 write(tmp / name)
@@ -108,6 +110,7 @@ class CheckpointStore:
             (tmp / META_FILE).write_text(json.dumps(body, indent=1, sort_keys=True))
             for p in tmp.iterdir():
                 if p.is_file():
+                    p.chmod(0o600)
                     with p.open("rb") as f:
                         os.fsync(f.fileno())
             _fsync_dir(tmp)
@@ -123,11 +126,19 @@ class CheckpointStore:
                 shutil.rmtree(p, ignore_errors=True)
         return final
 
-    def discard(self, reason: str) -> Path | None:
-        """Move every checkpoint aside (kept for inspection) when it no longer applies."""
-        if not self._complete():
-            return None
-        aside = self.root.with_name(f"{self.root.name}.discarded-{int(time.time())}")
-        self.root.rename(aside)
-        (aside / "DISCARDED").write_text(reason + "\n")
-        return aside
+    def keep_only_latest(self) -> int:
+        """Remove every complete checkpoint but the newest (after a user was forgotten, the
+        older ones still hold them); returns how many were removed."""
+        older = self._complete()[1:]
+        for _, path in older:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(older)
+
+    def discard(self) -> int:
+        """Remove every checkpoint when it no longer applies; returns how many. They hold the
+        users' histories: a copy kept "for inspection" would be one nobody ever removes (nor
+        reaches with `recstream forget`). The caller logs why."""
+        found = self._complete()
+        for _, path in found:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(found)

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("streams.worker", "run the streaming worker (Faust agents, web, metrics)"),
     "produce": ("recstream.adapters.produce", "send a catalogue and an event stream to Kafka"),
     "consume": ("recstream.adapters.consume", "tail the recommendations topic"),
+    "forget": ("recstream.adapters.forget_cli", "ask the workers to forget users (their data)"),
     "evaluate": ("recstream.evaluate", "prequential evaluation on a dataset folder"),
     "encode": ("recstream.encoder", "encode a catalogue with the BERT item encoder"),
 }

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What Kafka's clients call them (security.protocol, sasl.mechanism).
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 # How a bool setting is spelled (RECSTREAM_ALLOW_UNKNOWN_ITEMS=false): bool("false") is True.
 _BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True)
 _BOOLS |= dict.fromkeys(("0", "false", "no", "off"), False)
@@ -34,13 +37,57 @@ class Settings:
     partitions: int = 4  # RECSTREAM_PARTITIONS: partitions of the topics the worker creates
     replication_factor: int = 1  # RECSTREAM_REPLICATION_FACTOR
     app_id: str = "recstream"  # RECSTREAM_APP_ID: Faust app id = Kafka consumer group
+    # --- Kafka security --------------------------------------------------------------------
+    # The same settings reach every client, Faust's and kafka-python's alike
+    # (recstream/adapters/kafka.py). `make up SECURE=1` prints the values for the local broker.
+    # RECSTREAM_KAFKA_SECURITY_PROTOCOL: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_security_protocol: str = "PLAINTEXT"
+    # RECSTREAM_KAFKA_SASL_MECHANISM (SASL_* only): SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""  # RECSTREAM_KAFKA_USERNAME (SASL_* only)
+    # RECSTREAM_KAFKA_PASSWORD, or RECSTREAM_KAFKA_PASSWORD_FILE (a file holding only the
+    # password, which keeps it out of the environment); exactly one with SASL. Never in repr.
+    kafka_password: str = field(default="", repr=False)
+    kafka_password_file: str = ""
+    # RECSTREAM_KAFKA_SSL_CAFILE (SSL, SASL_SSL): PEM of the CA that signed the broker's
+    # certificate; "" = the system's CAs
+    kafka_ssl_cafile: str = ""
+    # RECSTREAM_KAFKA_SSL_CERTFILE, RECSTREAM_KAFKA_SSL_KEYFILE: a client certificate (PEM), for
+    # brokers that require one (mutual TLS); the key may be in the certificate file
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # RECSTREAM_KAFKA_SSL_CHECK_HOSTNAME: the broker's certificate must name the host dialled
+    kafka_ssl_check_hostname: bool = True
     # --- Redis -----------------------------------------------------------------------------
-    redis_url: str = "redis://:recstream@127.0.0.1:6379/0"  # RECSTREAM_REDIS_URL
+    # RECSTREAM_REDIS_URL: no credentials by default (see "Redis security" below); a user or
+    # password written in the URL is used as is
+    redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "recstream"  # RECSTREAM_REDIS_PREFIX: keys are "<prefix>:recs:<user>"
     recs_ttl_s: int = 7 * 24 * 3600  # RECSTREAM_RECS_TTL_S: TTL of recommendation keys
     # RECSTREAM_PROFILE_INTERVAL_S: a user's profile in Redis is rewritten at most this often
     # (the latest one; lists are written at once)
     profile_interval_s: float = 1.0
+    # RECSTREAM_REDIS_MAX_PENDING: users whose list (or profile) waits for Redis, at most. Up,
+    # a full queue slows the stream; during an outage writes are kept for a retry and beyond
+    # this many the oldest are dropped (counted). Same cap for item vectors kept for a retry.
+    redis_max_pending: int = 50_000
+    # --- Redis security --------------------------------------------------------------------
+    # The worker should log in as its ACL user (deploy/redis/redis.sh creates it), never as the
+    # admin. Credentials in RECSTREAM_REDIS_URL and here must not both be given (an error).
+    redis_username: str = ""  # RECSTREAM_REDIS_USERNAME: the ACL user; "" = the URL's, or none
+    # RECSTREAM_REDIS_PASSWORD, or RECSTREAM_REDIS_PASSWORD_FILE (a file holding only the
+    # password, which keeps it out of the environment). No default: `make run` passes the file
+    # deploy/redis/redis.sh generated. Never in repr.
+    redis_password: str = field(default="", repr=False)
+    redis_password_file: str = ""
+    # TLS: on when the URL is rediss:// or a CA is given. RECSTREAM_REDIS_TLS_CA: CA bundle that
+    # signed the server's certificate; RECSTREAM_REDIS_TLS_CERT / _KEY: a client certificate
+    # (servers with tls-auth-clients yes); RECSTREAM_REDIS_TLS_VERIFY: "required" (default),
+    # "optional" or "none" (no check at all: tests only)
+    redis_tls_ca: str = ""
+    redis_tls_cert: str = ""
+    redis_tls_key: str = ""
+    redis_tls_verify: str = "required"
     # --- Recommender -----------------------------------------------------------------------
     k: int = 10  # RECSTREAM_K: recommendations per user
     exclude: str = "purchased"  # RECSTREAM_EXCLUDE: "purchased" or "seen"
@@ -55,6 +102,13 @@ class Settings:
     encoder_max_queue: int = 256  # RECSTREAM_ENCODER_MAX_QUEUE: ...unless this many wait
     # --- Worker ----------------------------------------------------------------------------
     web_port: int = 6066  # RECSTREAM_WEB_PORT: /recommendations, /healthz, /metrics
+    # RECSTREAM_WEB_HOST: the address the HTTP server binds; 127.0.0.1 unless you mean to serve
+    # others (0.0.0.0 = every interface: set a token too)
+    web_host: str = "127.0.0.1"
+    # RECSTREAM_WEB_TOKEN, or RECSTREAM_WEB_TOKEN_FILE (a file holding only the token): when
+    # set, every HTTP request needs "Authorization: Bearer <token>". Never in repr.
+    web_token: str = field(default="", repr=False)
+    web_token_file: str = ""
     metrics_interval_s: float = 10.0  # RECSTREAM_METRICS_INTERVAL_S: snapshot to the metrics topic
     checkpoint_interval_s: float = 30.0  # RECSTREAM_CHECKPOINT_INTERVAL_S
     # RECSTREAM_BATCH_MAX: most events learned in one batch; a batch is whatever has arrived
@@ -64,6 +118,9 @@ class Settings:
     # RECSTREAM_SESSION_TIMEOUT_S: Kafka group session; a killed worker's partitions (and a
     # restarted worker's first rebalance) wait this long for the dead member to expire
     session_timeout_s: float = 30.0
+    # RECSTREAM_METADATA_MAX_AGE_S: how often the consumer refreshes topic metadata, so a topic
+    # deleted and re-created while the worker runs is noticed (and read from its start)
+    metadata_max_age_s: float = 30.0
     models_dir: str = str(PROJECT_ROOT / "models")  # RECSTREAM_MODELS_DIR: cache and checkpoints
     dedup_window: int = 1_000_000  # RECSTREAM_DEDUP_WINDOW: event ids remembered for dedup
     max_event_bytes: int = 64 * 1024  # RECSTREAM_MAX_EVENT_BYTES: larger events go to the DLQ
@@ -76,6 +133,76 @@ class Settings:
     # true = events add items too, for shops without a catalogue feed
     allow_unknown_items: bool = False
     extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._check_kafka_security()
+
+    def _check_kafka_security(self) -> None:
+        """Refuse at start-up what would fail at the first connection, or be silently ignored."""
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"RECSTREAM_KAFKA_SECURITY_PROTOCOL: expected one of "
+                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {protocol!r}"
+            )
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ValueError(
+                f"RECSTREAM_KAFKA_SASL_MECHANISM: expected one of "
+                f"{', '.join(KAFKA_SASL_MECHANISMS)}, got {mechanism!r}"
+            )
+        secrets = bool(self.kafka_password) + bool(self.kafka_password_file)
+        if protocol.startswith("SASL_"):
+            if not self.kafka_username:
+                raise ValueError(f"RECSTREAM_KAFKA_USERNAME is required with {protocol}")
+            if secrets != 1:
+                raise ValueError(
+                    f"{protocol} needs exactly one of RECSTREAM_KAFKA_PASSWORD and "
+                    f"RECSTREAM_KAFKA_PASSWORD_FILE, got {'both' if secrets else 'neither'}"
+                )
+        elif self.kafka_username or secrets:
+            raise ValueError(
+                f"a Kafka username or password is set but RECSTREAM_KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}, which sends none: use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if any(tls_files) and protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"RECSTREAM_KAFKA_SSL_* files are set but RECSTREAM_KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}, which does not use TLS: use SSL or SASL_SSL"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("RECSTREAM_KAFKA_SSL_KEYFILE needs RECSTREAM_KAFKA_SSL_CERTFILE")
+
+    def kafka_sasl_password(self) -> str:
+        """The SASL password: ``kafka_password``, or the file's content without its trailing
+        newline, read at each call (a client built after a rotation gets the new one)."""
+        if not self.kafka_password_file:
+            return self.kafka_password
+        path = self.kafka_password_file
+        try:
+            password = Path(path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(
+                f"RECSTREAM_KAFKA_PASSWORD_FILE: cannot read {path}: {exc.strerror}"
+            ) from None
+        if not password:
+            raise ValueError(f"RECSTREAM_KAFKA_PASSWORD_FILE: {path} is empty")
+        return password
+
+    def http_token(self) -> str:
+        """The bearer token the HTTP server requires ("" = none): ``web_token`` or the file's
+        content without its trailing newline."""
+        if not self.web_token_file:
+            return self.web_token
+        try:
+            token = Path(self.web_token_file).read_text().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"RECSTREAM_WEB_TOKEN_FILE: cannot read {self.web_token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ValueError(f"RECSTREAM_WEB_TOKEN_FILE: {self.web_token_file} is empty")
+        return token
 
     def topic(self, name: str) -> str:
         """Full topic name, e.g. ``topic("events") == "recstream.events"``."""

@@ -191,6 +191,10 @@ class CoVisitation(StreamModel):
         # shared UserStore because it only holds the counted types.
         self._history: dict[str, deque] = {}
 
+    def forget_user(self, user_id: str) -> bool:
+        """Drop the user's history (the item-item counts it fed are anonymous aggregates)."""
+        return self._history.pop(user_id, None) is not None
+
     def update(self, user_id: str, row: int, event_type: str) -> None:
         """Count one event (item at ``row``); no user-store bookkeeping (used by the hybrid)."""
         self._events = grow(self._events, row + 1)

@@ -234,8 +234,10 @@ def _ts(obj: dict, default: float | None) -> float:
 
 
 def _context(obj: dict) -> dict[str, Any]:
-    context = obj.get("context") or {}
-    if not isinstance(context, dict):
+    context = obj.get("context")
+    if context is None:
+        return {}
+    if not isinstance(context, dict):  # [] or "" too: not an empty context, a wrong one
         raise InvalidMessage("bad_field", "field 'context' must be an object")
     if _depth(context, MAX_CONTEXT_DEPTH + 1) > MAX_CONTEXT_DEPTH:
         raise InvalidMessage(

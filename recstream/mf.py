@@ -150,6 +150,7 @@ class ImplicitMF(StreamModel):
         self._P = np.zeros((0, n_factors), dtype=np.float64)  # user factors
         self._bu = np.zeros(0, dtype=np.float64)
         self._user_rows: dict[str, int] = {}
+        self._n_user_rows = 0  # rows allocated (forgotten users' included)
         self._pool: list[int] = []  # recent positive item rows: popularity-proportional negatives
         self._pool_size = negative_pool
         self._pool_pos = 0
@@ -202,12 +203,29 @@ class ImplicitMF(StreamModel):
     def _user_row(self, user_id: str) -> int:
         r = self._user_rows.get(user_id)
         if r is None:
-            r = len(self._user_rows)
+            # Rows are never reused: a forgotten user's row stays allocated (zeroed), so the
+            # next row is one past the last allocated, not the number of users known.
+            r = getattr(self, "_n_user_rows", len(self._user_rows))  # pickled before it existed
+            self._n_user_rows = r + 1
             self._user_rows[user_id] = r
             self._P = grow(self._P, r + 1)
             self._bu = grow(self._bu, r + 1)
             self._P[r] = self.initializer(shape=self.n_factors)
         return r
+
+    def forget_user(self, user_id: str) -> bool:
+        """Erase the user's factors and bias (zeroed, unmapped); item factors stay: they are
+        aggregates of many users."""
+        r = self._user_rows.pop(user_id, None)
+        if r is None:
+            return False
+        self._P[r] = 0.0
+        self._bu[r] = 0.0
+        if self._river is not None:
+            self._river.u_latents.pop(user_id, None)
+            if self.bias:
+                self._river.u_biases.pop(user_id, None)
+        return True
 
     def user_vector(self, user_id: str) -> np.ndarray | None:
         r = self._user_rows.get(user_id)

@@ -135,6 +135,11 @@ class Positions:
     def next_offset(self, topic: str, partition: int) -> int | None:
         return self._next.get((topic, partition))
 
+    def reset(self, topic: str, partition: int, offset: int) -> None:
+        """Resume the partition at ``offset`` (see :mod:`recstream.offsets`: a log that no
+        longer matches the position)."""
+        self._next[(topic, partition)] = offset
+
     def as_dict(self) -> dict[tuple[str, int], int]:
         return dict(self._next)
 
@@ -215,6 +220,10 @@ class OnlineRanking:
 
     def last(self, user_id: str) -> tuple[str, ...] | None:
         return self._last.get(user_id)
+
+    def forget(self, user_id: str) -> None:
+        """Drop the user's last list (the hit counts are anonymous totals)."""
+        self._last.pop(user_id, None)
 
     @property
     def hit_rate(self) -> float | None:

@@ -37,6 +37,7 @@ from recstream.events import (
     parse_event,
     parse_item,
 )
+from recstream.forget import ForgottenUsers, parse_forget
 from recstream.online import (
     DedupWindow,
     EncodeQueue,
@@ -48,6 +49,7 @@ from recstream.online import (
 
 __all__ = [
     "EventOutcome",
+    "ForgetOutcome",
     "ItemOutcome",
     "KafkaMessage",
     "StreamProcessor",
@@ -101,6 +103,7 @@ class RecommenderLike(Protocol):
 
     def upsert_item(self, item: Item) -> bool: ...
     def delete_item(self, item_id: str) -> None: ...
+    def forget_user(self, user_id: str) -> bool: ...
     def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray) -> None: ...
     def learn(self, event: Event) -> None: ...
     def recommend(self, user_id: str, k: int = 10) -> list[ScoredItem]: ...
@@ -125,8 +128,9 @@ class EventOutcome:
     # ok: learned (and ``recommendation`` set unless the user has a later event in the same
     # batch: see handle_events) · dlq: invalid · duplicate: event_id seen in the window ·
     # replayed: offset already reflected in the state (redelivery after a restart): skipped ·
-    # halted: not applied, the processor has stopped (``StreamProcessor.halted``).
-    status: Literal["ok", "dlq", "duplicate", "replayed", "halted"]
+    # halted: not applied, the processor has stopped (``StreamProcessor.halted``) ·
+    # forgotten: an event of a forgotten user from before the request (recstream.forget).
+    status: Literal["ok", "dlq", "duplicate", "replayed", "halted", "forgotten"]
     event: Event | None = None
     recommendation: Recommendation | None = None
     profile: np.ndarray | None = None
@@ -138,6 +142,13 @@ class EventOutcome:
 class ItemOutcome:
     status: Literal["upserted", "unchanged", "deleted", "dlq", "replayed", "halted"]
     item: Item | None = None
+    dlq: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetOutcome:
+    status: Literal["forgotten", "dlq", "replayed", "halted"]
+    user_id: str | None = None
     dlq: dict[str, Any] | None = None
 
 
@@ -179,6 +190,10 @@ class StreamProcessor:
         # stopped once they reached max_consecutive_errors (None: running).
         self.consecutive_errors = 0
         self.halted: str | None = None
+        # (topic, partition, old position) of each partition found reading a new log from 0;
+        # taken and reported by the worker (a WARNING and a metric)
+        self.rewinds: list[tuple[str, int, int]] = []
+        self.forgotten = ForgottenUsers()
         self.dedup = DedupWindow(dedup_window)
         self.positions = Positions()
         self.online = OnlineRanking(k=k)
@@ -244,7 +259,7 @@ class StreamProcessor:
         partition, offset = message.partition, message.offset
         if self.halted is not None:
             return EventOutcome("halted", received_at=now)  # position kept: resumed here
-        if not self.positions.accept(topic, partition, offset):
+        if not self._accept(topic, partition, offset):
             self.counts.replayed += 1
             return EventOutcome("replayed", received_at=now)
         self.changes += 1
@@ -269,6 +284,9 @@ class StreamProcessor:
         if event.event_id in self.dedup:
             self.counts.duplicates += 1
             return EventOutcome("duplicate", event=event, received_at=now)
+        if self.forgotten.covers(event.user_id, message.timestamp):
+            # Replayed after a crash, from before the user asked to be forgotten: not learned.
+            return EventOutcome("forgotten", received_at=now)
         try:
             self.recommender.learn(event)
         except Exception as exc:
@@ -345,7 +363,7 @@ class StreamProcessor:
         """
         if self.halted is not None:
             return ItemOutcome("halted")
-        if not self.positions.accept(topic, partition, offset):
+        if not self._accept(topic, partition, offset):
             self.counts.replayed += 1
             return ItemOutcome("replayed")
         self.changes += 1
@@ -382,6 +400,59 @@ class StreamProcessor:
                 self.encode_queue.put(item)
             return ItemOutcome("upserted", item)
         return ItemOutcome("unchanged", item)
+
+    def _accept(self, topic: str, partition: int, offset: int) -> bool:
+        """Positions.accept, except that offset 0 below a position means a new log.
+
+        A message below the position is a redelivery, already reflected, and skipped. But the
+        consumer also jumps back when the log it reads was replaced (a topic deleted and
+        re-created: its position is out of range, so the consumer resets to the start), and a
+        re-created log starts at offset 0. Skipping there would skip every new message below
+        the old position, silently: instead the partition is read from 0 again, the jump is
+        recorded in ``rewinds`` for the worker to report (:mod:`recstream.offsets`), and
+        events seen before are still caught as duplicates by their ids.
+        """
+        if self.positions.accept(topic, partition, offset):
+            return True
+        if offset != 0:
+            return False
+        old = self.positions.next_offset(topic, partition)
+        self.rewinds.append((topic, partition, old or 0))
+        self.positions.reset(topic, partition, 0)
+        return self.positions.accept(topic, partition, offset)
+
+    def handle_forget(
+        self,
+        raw: bytes | None,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp: float | None,
+        key: bytes | None = None,
+    ) -> ForgetOutcome:
+        """One request of the forget topic: the user leaves every per-user state at once."""
+        if self.halted is not None:
+            return ForgetOutcome("halted")
+        if not self._accept(topic, partition, offset):
+            self.counts.replayed += 1
+            return ForgetOutcome("replayed")
+        self.changes += 1
+        where = {"topic": topic, "partition": partition, "offset": offset}
+        try:
+            request = parse_forget(raw, default_ts=timestamp)
+        except InvalidMessage as exc:
+            return ForgetOutcome("dlq", dlq=self._dead_letter(raw, exc, where, key))
+        self.recommender.forget_user(request.user_id)
+        self.online.forget(request.user_id)
+        self.forgotten.add(request.user_id, request.ts)
+        return ForgetOutcome("forgotten", user_id=request.user_id)
+
+    def reset_position(self, topic: str, partition: int, offset: int) -> None:
+        """Read the partition from ``offset`` on (:mod:`recstream.offsets`); the model keeps
+        what it learned."""
+        self.positions.reset(topic, partition, offset)
+        self.changes += 1
 
     def observe_latency(self, seconds: float) -> None:
         self.latency.observe(seconds)
@@ -453,6 +524,7 @@ class StreamProcessor:
             "online": self.online,
             "counts": self.counts,
             "recommended": self.recommended,
+            "forgotten": self.forgotten,
             # Queued and in-flight items are re-queued on restore: their vectors were not in
             # the saved model, and the items topic will not be re-read below the offsets.
             "encode_pending": self.encode_queue.items(),
@@ -495,6 +567,7 @@ class StreamProcessor:
         proc.online = state["online"]
         proc.counts = state["counts"]
         proc.recommended = state["recommended"]
+        proc.forgotten = state.get("forgotten") or ForgottenUsers()  # older checkpoints: none
         for item in state["encode_pending"]:
             proc.encode_queue.put(item)
         proc.positions = Positions.from_json(checkpoint.meta.get("offsets", {}))

@@ -245,6 +245,16 @@ class Recommender:
         self.popularity.add(row, c_weights.get(event.type, 0.0), float(self.n_events))
         self.users.update(event, row, self.index.vector(event.item_id))
 
+    def forget_user(self, user_id: str) -> bool:
+        """Remove ``user_id`` from every per-user state: history, profile, seen and purchased
+        items, co-visitation window, MF factors. What the user's events added to item-side
+        aggregates (co-visitation counts, popularity, MF item factors) stays: it cannot be told
+        apart from other users' and names nobody. True when the user was known."""
+        known = self.users.forget(user_id)
+        known |= self.covisit.forget_user(user_id)
+        known |= self.mf.forget_user(user_id)
+        return known
+
     def _mark_fresh(self, row: int) -> None:
         """Start the fresh-item clock of ``row`` at its first appearance (upsert or event)."""
         self._fresh_marked = grow(self._fresh_marked, row + 1, fill=False)

@@ -126,6 +126,10 @@ class UserStore:
     def get(self, user_id: str) -> UserState | None:
         return self._users.get(user_id)
 
+    def forget(self, user_id: str) -> bool:
+        """Drop everything stored about ``user_id``; True when there was something."""
+        return self._users.pop(user_id, None) is not None
+
     def update(self, event: Event, row: int, vector: np.ndarray | None = None) -> UserState:
         """Record ``event`` (whose item is at ``row``); ``vector`` feeds the profile."""
         state = self._users.get(event.user_id)

@@ -11,7 +11,7 @@ from typing import Any
 
 from streams import runtime
 from streams.app import app, settings
-from streams.topics import SOURCE_TOPICS, events_topic, items_topic
+from streams.topics import SOURCE_TOPICS, events_topic, forget_topic, items_topic
 
 log = logging.getLogger("recstream.worker")
 
@@ -52,6 +52,14 @@ async def process_items(stream: Any) -> None:
             log.exception("items agent: message at offset %s", event.message.offset)
 
 
+@app.agent(forget_topic)
+async def process_forget(stream: Any) -> None:
+    """`recstream forget`: the user leaves the model, the online evaluation, Redis and every
+    checkpoint written from now on."""
+    async for event in stream.events():
+        await runtime.current().on_forget(event.message)
+
+
 @app.task
 async def encoder() -> None:
     """Encode queued items every ``encoder_interval_s`` (or at ``encoder_max_queue`` items) in
@@ -68,7 +76,9 @@ async def redis_writer() -> None:
 @app.timer(interval=settings.metrics_interval_s)
 async def publish_metrics() -> None:
     """JSON snapshot to ``<prefix>.metrics``; refreshes the gauges Prometheus scrapes."""
-    await runtime.current().publish_metrics(app.consumer)
+    rt = runtime.current()
+    await rt.check_topic_ids(app.consumer, SOURCE_TOPIC_NAMES)
+    await rt.publish_metrics(app.consumer)
 
 
 @app.timer(interval=settings.checkpoint_interval_s)

@@ -10,13 +10,18 @@ from pathlib import Path
 
 import faust
 
+from recstream.adapters.kafka import faust_broker_credentials
 from recstream.config import Settings
+from streams.http_guard import guard, quiet_client_errors
 
 settings = Settings.from_env()
+quiet_client_errors()
 
 app = faust.App(
     settings.app_id,
     broker=settings.broker,
+    # TLS and SASL, the same as the kafka-python clients' (RECSTREAM_KAFKA_*; None = PLAINTEXT).
+    broker_credentials=faust_broker_credentials(settings),
     # No Faust tables: the model state is checkpointed by the worker itself (models/README.md),
     # so the in-memory store is all Faust needs.
     store="memory://",
@@ -29,8 +34,21 @@ app = faust.App(
     topic_disable_leader=True,
     consumer_auto_offset_reset="earliest",
     web_port=settings.web_port,
+    # Loopback unless configured (Faust binds every interface by default), and none of Faust's
+    # debugging views (/router/, /table/, /graph/, the stats index): they expose internals
+    # and nobody here needs them. streams/web.py adds the token check and error handling.
+    web_bind=settings.web_host,
+    web_host=settings.web_host,
+    web_router_enabled=False,
+    web_tables_enabled=False,
+    web_graph_enabled=False,
+    web_stats_enabled=False,
+    web_metrics_enabled=False,
+    web_application_options={"middlewares": [guard(settings.http_token())]},
     web_in_thread=False,
     broker_session_timeout=settings.session_timeout_s,
+    # aiokafka's default is 5 minutes: that long a re-created topic would go unread.
+    consumer_metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
     broker_rebalance_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
     autodiscover=False,

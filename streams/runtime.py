@@ -35,6 +35,7 @@ from recstream.checkpoint import CheckpointStore
 from recstream.config import Settings
 from recstream.dead_letters import dead_letter_key
 from recstream.events import Item
+from recstream.offsets import decide
 from recstream.pipeline import StreamProcessor
 
 log = logging.getLogger("recstream.worker")
@@ -85,6 +86,7 @@ class Runtime:
         topic_ids: dict[str, str] | None = None,
         encoder: Any = None,
         encoder_factory: Callable[[], Any] | None = None,
+        topic_id_reader: Callable[[list[str]], dict[str, str]] | None = None,
     ) -> None:
         self.settings = settings
         self.processor = processor
@@ -94,11 +96,15 @@ class Runtime:
         self.store = store
         self.topic_ids = topic_ids or {}
         self.encoder_factory = encoder_factory
+        # Blocking (kafka-python admin): called in a thread at each rebalance, see resume_offsets
+        self.topic_id_reader = topic_id_reader
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = time.time()
         self.ready = False
         self.last_checkpoint: dict[str, Any] | None = None
         self._saved_changes = processor.changes  # what the newest checkpoint reflects
+        # A user was forgotten: once the next checkpoint is written, the older ones go.
+        self._prune_checkpoints = False
         self._checkpoint_child: asyncio.Future | None = None  # a forked writer still running
         self.encoder: Any = encoder  # None: built by encoder_factory in the encoder thread
         self.encoder_error: str | None = None
@@ -195,6 +201,7 @@ class Runtime:
                 m.events.labels(type=event_type).inc(n)
             m.model_updates.inc(learned.total())
             m.event_batch_size.observe(len(messages))
+            self._report_rewinds()
             # Every learned event's latency ends now, when the list reflecting it is handed
             # over, whether it triggered that list or was folded into it.
             done = time.time()
@@ -216,6 +223,7 @@ class Runtime:
                 offset=message.offset,
                 key=message.key,
             )
+            self._report_rewinds()
             if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
                 return
             m.item_updates.labels(action=out.status).inc()
@@ -229,6 +237,30 @@ class Runtime:
         if waiting == 1 or waiting >= s.encoder_max_queue:
             self._wakeup.set()  # the first item waits (see encoder_loop), or a full batch does
 
+    async def on_forget(self, message: Message) -> None:
+        """Apply a forget request (StreamProcessor.handle_forget), erase the user's Redis keys,
+        and have the next checkpoint be the only one left (older ones hold the user)."""
+        async with self.lock:
+            out = self.processor.handle_forget(
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                timestamp=message.timestamp,
+                key=message.key,
+            )
+            if out.status == "forgotten":
+                assert out.user_id is not None
+                if self.redis is not None:
+                    self.redis.forget_user(out.user_id)
+                self.metrics.users_forgotten.inc()
+                self._prune_checkpoints = True
+                log.info("forgot a user (request at offset %d)", message.offset)  # no id logged
+            elif await self._skipped_or_dead_lettered(out.status, out.dlq, message):
+                return
+        if out.status == "halted":
+            await self._wait_while_halted()
+
     async def _skipped_or_dead_lettered(
         self, status: str, dlq: dict[str, Any] | None, message: Message
     ) -> bool:
@@ -239,6 +271,8 @@ class Runtime:
             m.replayed.inc()
         elif status == "duplicate":
             m.duplicates.inc()
+        elif status == "forgotten":
+            pass  # a forgotten user's event from before the request, replayed: not learned
         elif status == "dlq":
             assert dlq is not None
             m.dlq.labels(reason=dlq["code"]).inc()
@@ -351,10 +385,12 @@ class Runtime:
             return {}
         try:
             # Asked of the broker (one ListOffsets request): exact whatever the fetch state.
-            ends = await consumer.highwaters(*tps)
+            ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=10)
         except Exception as exc:  # metrics must never take the worker down
-            log.warning("consumer lag unavailable: %s", exc)
+            self.metrics.kafka_up.set(0)
+            log.warning("consumer lag unavailable (is the broker up?): %s", exc)
             return {}
+        self.metrics.kafka_up.set(1)
         lags = {}
         for tp in tps:
             end = ends.get(tp)
@@ -456,6 +492,10 @@ class Runtime:
         assert path is not None
         seconds = time.perf_counter() - t0
         self._saved_changes = changes
+        if self._prune_checkpoints and self.store is not None:
+            removed = self.store.keep_only_latest()
+            self._prune_checkpoints = False
+            log.info("checkpoint: %d older checkpoint(s) removed after a forget request", removed)
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(seconds)
         self.metrics.checkpoint_pause_seconds.observe(pause)
@@ -507,6 +547,8 @@ class Runtime:
         so the positions read here always match the state, whatever an agent is awaiting.
         """
         assigned = [tp for tp in consumer.assignment() if tp.topic in source_topics]
+        if assigned:
+            await self._reset_senseless_offsets(consumer, assigned)
         offsets: dict[TP, int] = {}
         unknown = []
         for tp in assigned:
@@ -528,6 +570,84 @@ class Runtime:
         )
         self.ready = True
         return offsets
+
+    def _report_rewinds(self) -> None:
+        """Loudly: partitions found reading a new log (see StreamProcessor._accept)."""
+        while self.processor.rewinds:
+            topic, partition, old = self.processor.rewinds.pop(0)
+            log.warning(
+                "offsets: %s[%d] went back from %d to 0: the log was replaced (a re-created "
+                "topic); reading it from the start, events seen before count as duplicates",
+                topic,
+                partition,
+                old,
+            )
+            self.metrics.offset_resets.labels(reason="topic_recreated").inc()
+
+    async def check_topic_ids(self, consumer: Any, source_topics: set[str]) -> set[str]:
+        """Every metrics interval: a source topic re-created since the last check (new Kafka
+        topic id) is read from offset 0, whatever offset the consumer is at.
+
+        A re-created topic that already holds more messages than the old position gives the
+        consumer no error: it would read on from the old offset and skip the new log's first
+        messages. Seeking to 0 makes the processor see the jump back to a new log
+        (StreamProcessor._accept). Returns the re-created topics.
+        """
+        if self.topic_id_reader is None:
+            return set()
+        names = sorted(source_topics)
+        try:
+            now = await asyncio.get_running_loop().run_in_executor(
+                None, self.topic_id_reader, names
+            )
+        except Exception as exc:  # the broker is away: the next interval tries again
+            log.debug("topic ids unavailable: %s", exc)
+            return set()
+        recreated = {t for t, tid in now.items() if self.topic_ids.get(t) not in (None, tid)}
+        self.topic_ids.update(now)
+        for tp in sorted(consumer.assignment()):
+            if tp.topic in recreated:
+                log.warning(
+                    "offsets: %s was re-created: reading [%d] from 0", tp.topic, tp.partition
+                )
+                await consumer.seek(tp, 0)
+        return recreated
+
+    async def _reset_senseless_offsets(self, consumer: Any, assigned: list[TP]) -> None:
+        """Apply :mod:`recstream.offsets` to every assigned partition: a position into a
+        re-created topic, beyond the log's end or before its start is reset to the log's start,
+        with a WARNING and a metric, never skipped silently."""
+        recreated: set[str] = set()
+        if self.topic_id_reader is not None:
+            names = sorted({tp.topic for tp in assigned})
+            loop = asyncio.get_running_loop()
+            try:
+                now = await loop.run_in_executor(None, self.topic_id_reader, names)
+            except Exception as exc:  # no answer: the offsets check below still runs
+                log.warning("could not read the topic ids: %s", exc)
+                now = {}
+            recreated = {t for t, tid in now.items() if self.topic_ids.get(t) not in (None, tid)}
+            self.topic_ids.update(now)  # the next checkpoint belongs to the new topics
+        try:
+            starts = await consumer.earliest_offsets(*assigned)
+            ends = await consumer.highwaters(*assigned)
+        except Exception as exc:
+            log.warning("could not read the log offsets to check the positions: %s", exc)
+            return
+        for tp in assigned:
+            reset = decide(
+                (tp.topic, tp.partition),
+                position=self.processor.positions.next_offset(tp.topic, tp.partition),
+                start=int(starts.get(tp) or 0),
+                end=int(ends.get(tp) or 0),
+                topic_recreated=tp.topic in recreated,
+            )
+            if reset is None:
+                continue
+            log.warning("offsets: %s", reset.message())
+            self.processor.reset_position(tp.topic, tp.partition, reset.resume_at)
+            self.metrics.offset_resets.labels(reason=reset.reason).inc()
+            self.metrics.offsets_lost.inc(reset.lost)
 
     def health(self) -> dict[str, Any]:
         stats = self.processor.recommender.stats()

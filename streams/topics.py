@@ -18,6 +18,8 @@ RAW = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value
 events_topic = app.topic(settings.topic("events"), schema=RAW, partitions=settings.partitions)
 # key item_id · {"item_id", "title", "description", "categories", "tags", "ts", "deleted"}
 items_topic = app.topic(settings.topic("items"), schema=RAW, partitions=settings.partitions)
+# key user_id · {"user_id", "ts"}: `recstream forget` (recstream/forget.py)
+forget_topic = app.topic(settings.topic("forget"), schema=RAW, partitions=settings.partitions)
 # key user_id · {"user_id", "items": [{"item_id", "score", "reason"}], "trigger_event_id",
 #                "model_version", "generated_at", "latency_ms"}
 recommendations_topic = app.topic(
@@ -29,4 +31,4 @@ dlq_topic = app.topic(settings.topic("events.dlq"), schema=RAW, partitions=setti
 # key = worker id · the periodic JSON snapshot (StreamProcessor.snapshot)
 metrics_topic = app.topic(settings.topic("metrics"), schema=RAW, partitions=1)
 
-SOURCE_TOPICS = (events_topic, items_topic)
+SOURCE_TOPICS = (events_topic, items_topic, forget_topic)

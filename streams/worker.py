@@ -40,11 +40,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
@@ -68,9 +69,14 @@ def restore_processor(settings: Settings, topic_ids: dict[str, str]):
         saved = ckpt.meta.get("topic_ids", {})
         if any(saved.get(name) != tid for name, tid in topic_ids.items()):
             # The topics were deleted and re-created (e.g. `make clean`): the saved offsets
-            # point into a log that no longer exists. Keep the files, start from scratch.
-            aside = store.discard(f"topic ids changed: saved {saved}, now {topic_ids}")
-            log.warning("checkpoint is for other topics; moved aside to %s", aside)
+            # point into a log that no longer exists: start from scratch.
+            removed = store.discard()
+            log.warning(
+                "checkpoints are for other topics (topic ids saved %s, now %s): removed %d",
+                saved,
+                topic_ids,
+                removed,
+            )
             break
         try:
             proc = StreamProcessor.from_checkpoint(ckpt, Recommender.load, **kwargs)
@@ -163,7 +169,24 @@ def build_runtime(settings: Settings):
         topic_ids=ids,
         encoder=encoder,
         encoder_factory=make_encoder,
+        topic_id_reader=lambda names: topic_ids(settings, names),
     )
+
+
+def _worker_class():
+    import faust
+
+    from recstream.logs import install_rate_limit
+
+    class RateLimitedWorker(faust.Worker):
+        """Faust's worker, with repeated WARNING/ERROR lines rate-limited (recstream.logs):
+        a broker outage otherwise writes one line per connection attempt and fetch."""
+
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            install_rate_limit(logger)
+
+    return RateLimitedWorker
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,9 +194,14 @@ def run(args: argparse.Namespace) -> int:
         # Settings is the one source of configuration: the option is passed as its variable.
         os.environ["RECSTREAM_WEB_PORT"] = str(args.web_port)
     settings = Settings.from_env()
-    if not _port_free(settings.web_port):
+    try:
+        settings.http_token()  # a missing or empty token file is a start-up error
+    except ValueError as exc:
+        print(f"recstream worker: error: {exc}", file=sys.stderr)
+        return 2
+    if not _port_free(settings.web_host, settings.web_port):
         print(
-            f"recstream worker: error: web port {settings.web_port} is in use "
+            f"recstream worker: error: web port {settings.web_host}:{settings.web_port} is in use "
             "(another worker? use --web-port)",
             file=sys.stderr,
         )
@@ -185,8 +213,6 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("kafka").setLevel(
         max(logging.WARNING, logging.getLevelName(args.loglevel.upper()))
     )
-    import faust
-
     import streams.agents  # registers the agents, timers and hooks
     import streams.web  # noqa: F401  (registers the views)
     from streams import runtime
@@ -198,15 +224,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"recstream worker: error: {exc}", file=sys.stderr)
         return 1
     runtime.install(rt)
+    RateLimitedWorker = _worker_class()
     Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf
     log.info(
-        "worker %s: topics %s.*, web http://127.0.0.1:%d, checkpoints %s",
+        "worker %s: topics %s.*, web http://%s:%d%s, checkpoints %s",
         rt.worker_id,
         settings.topic_prefix,
+        settings.web_host,
         settings.web_port,
+        " (bearer token required)" if settings.http_token() else "",
         rt.store.root if rt.store else None,
     )
-    worker = faust.Worker(app, loglevel=args.loglevel, redirect_stdouts=False)
+    worker = RateLimitedWorker(app, loglevel=args.loglevel, redirect_stdouts=False)
     # At --loglevel warning or above Faust's startup spinner sets the *root* logger to DEBUG
     # (it spins once per log record), so every aiokafka debug call on the hot path built a
     # LogRecord: 3 % of the worker's CPU. The spinner is cosmetic; the log level is the user's.

@@ -6,6 +6,7 @@
 #   kafka.sh start [--brokers N]    start N combined broker+controller nodes, wait until healthy
 #   kafka.sh stop [--node I]        SIGTERM, wait, SIGKILL after KAFKA_STOP_TIMEOUT; no stray JVM
 #   kafka.sh status                 exit 0 when every node of the running cluster is up
+#   kafka.sh env                    SECURE=1 only: the RECSTREAM_* variables of the worker user
 #
 # `start` starts only the nodes that are down, so a fault test can stop (or kill -9, pid in
 # .stack/kafka/node-I/kafka.pid) one node and bring it back with the same start command.
@@ -16,19 +17,49 @@
 # removes it.
 # Other settings: BROKERS (default of --brokers, 1), KAFKA_PARTITIONS (num.partitions, 4),
 # KAFKA_HEAP_OPTS, KAFKA_START_TIMEOUT (s, 120), KAFKA_STOP_TIMEOUT (s, 30).
+#
+# SECURE=1 selects a second, independent cluster that can run next to the plaintext one: state in
+# .stack/kafka-secure/, clients on 127.0.0.1:KAFKA_SECURE_PORT (9392...) over SASL_SSL
+# (SCRAM-SHA-512 on TLS), controllers on KAFKA_SECURE_PORT+100 over mutual TLS, and
+# StandardAuthorizer: nothing is allowed without an ACL. On its first start it generates, all
+# readable by their owner only:
+#   ca.pem            a CA (its key is deleted once it has signed) the clients trust
+#   broker.pem        the brokers' key and certificate (127.0.0.1, localhost), signed by that CA
+#   admin.password    super user "admin": the brokers' own SASL login, and the ACL set-up
+#   worker.password   user "recstream", allowed only topics and groups named KAFKA_ACL_PREFIX*
+#                     (default recstream): produce, consume, create topics, commit offsets
+#   admin.properties  --command-config of the Kafka tools for admin
+#   client.env        the RECSTREAM_* variables that connect as "recstream" (`kafka.sh env`)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# The values ../lib.sh reads (see there), then this script's own.
-name=kafka
+secure=${SECURE:-0}
+[[ $secure =~ ^[01]?$ ]] || { echo "kafka: SECURE must be 1 or 0, got '$secure'" >&2; exit 2; }
+secure=${secure:-0}
+# The values ../lib.sh reads (see there), then this script's own. The secure cluster has its own
+# name, hence its own state folder and lock.
+if ((secure)); then name=kafka-secure; else name=kafka; fi
 stop_timeout=${KAFKA_STOP_TIMEOUT:-30}
 stop_poll=0.3
 kill_grace=0.5
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$here/../lib.sh" # root, state=.stack/kafka, die, port_open, lock, need, spawn, terminate
 libs=$root/.cache/kafka-libs
-port=${KAFKA_PORT:-9092}
-cport=${KAFKA_CONTROLLER_PORT:-$((port + 100))}
+if ((secure)); then
+  port_var=KAFKA_SECURE_PORT
+  port=${KAFKA_SECURE_PORT:-9392}
+  cport=${KAFKA_SECURE_CONTROLLER_PORT:-$((port + 100))}
+  acl_prefix=${KAFKA_ACL_PREFIX:-recstream}
+  worker_user=recstream
+  # Keys, passwords and configs with passwords in them: nobody else may read anything in
+  # .stack/kafka-secure (.stack itself is made first, with the usual mode).
+  mkdir -p "$root/.stack"
+  umask 077
+else
+  port_var=KAFKA_PORT
+  port=${KAFKA_PORT:-9092}
+  cport=${KAFKA_CONTROLLER_PORT:-$((port + 100))}
+fi
 # Small heap: three of these must fit next to the worker, BERT and pytest on a laptop.
 heap=${KAFKA_HEAP_OPTS:--Xmx512m -Xms128m}
 
@@ -65,20 +96,21 @@ running_nodes() {
 }
 
 write_config() { # write_config NODE N
-  local i=$1 n=$2 rf voters="" j
+  local i=$1 n=$2 rf voters="" j client=PLAINTEXT controller=PLAINTEXT
   rf=$((n < 3 ? 1 : 3))
   for ((j = 1; j <= n; j++)); do voters+="${voters:+,}$j@127.0.0.1:$((cport + j - 1))"; done
+  if ((secure)); then client=SASL_SSL controller=SSL; fi
   mkdir -p "$state/node-$i"
   cat >"$state/node-$i/server.properties" <<EOF
 # Written by deploy/kafka/kafka.sh: edit the script, not this file.
 process.roles=broker,controller
 node.id=$i
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((cport + i - 1))
-advertised.listeners=PLAINTEXT://127.0.0.1:$((port + i - 1))
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$client://127.0.0.1:$((port + i - 1)),CONTROLLER://127.0.0.1:$((cport + i - 1))
+advertised.listeners=$client://127.0.0.1:$((port + i - 1))
+listener.security.protocol.map=$client:$client,CONTROLLER:$controller
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
+inter.broker.listener.name=$client
 log.dirs=$state/node-$i/data
 # Tests create many short-lived topics and groups: no waiting, few partitions.
 num.partitions=${KAFKA_PARTITIONS:-4}
@@ -94,6 +126,108 @@ min.insync.replicas=$((rf > 1 ? 2 : 1))
 transaction.state.log.min.isr=$((rf > 1 ? 2 : 1))
 share.coordinator.state.topic.min.isr=$((rf > 1 ? 2 : 1))
 EOF
+  if ((secure)); then security_config >>"$state/node-$i/server.properties"; fi
+}
+
+# --- Secure cluster (SECURE=1) ----------------------------------------------------------------
+
+# The security half of a secure node's server.properties.
+security_config() {
+  cat <<EOF
+# SASL_SSL for clients and between brokers (as admin); mutual TLS to the controllers.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=$(jaas admin "$(<"$state/admin.password")")
+ssl.keystore.type=PEM
+ssl.keystore.location=$state/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$state/ca.pem
+listener.name.controller.ssl.client.auth=required
+# Nothing is allowed without an ACL, except to the super users: admin, and the brokers on the
+# controller listener (the name in their certificate).
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:CN=kafka-broker
+EOF
+}
+
+jaas() { # jaas USER PASSWORD: the sasl.jaas.config value of a SCRAM login
+  local module=org.apache.kafka.common.security.scram.ScramLoginModule
+  echo "$module required username=\"$1\" password=\"$2\";"
+}
+
+# A CA and the brokers' certificate, signed by it, for 127.0.0.1 and localhost (what clients
+# dial: they check the name). Made again when missing or expiring within a day. The CA's key
+# only lives for the signing: nobody can make another certificate the clients would trust.
+make_tls() {
+  local ca_key ext
+  if [[ -s $state/ca.pem && -s $state/broker.pem ]] \
+    && openssl x509 -checkend 86400 -noout -in "$state/broker.pem" >/dev/null; then
+    return 0
+  fi
+  echo "$name: generating a CA and the broker certificate in ${state#"$root"/}" >&2
+  ca_key=$(mktemp "$state/ca-key.XXXXXX")
+  ext=$(mktemp "$state/ext.XXXXXX")
+  cat >"$ext" <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier=hash
+authorityKeyIdentifier=keyid
+EOF
+  {
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+      -subj "/CN=recstream local Kafka CA" -keyout "$ca_key" -out "$state/ca.pem" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    # broker.pem = key (PKCS#8, what Kafka's PEM keystore reads) + certificate.
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=kafka-broker" -keyout "$state/broker.pem" \
+      | openssl x509 -req -days 365 -CA "$state/ca.pem" -CAkey "$ca_key" \
+        -set_serial "0x$(openssl rand -hex 16)" -extfile "$ext" >>"$state/broker.pem"
+  } 2>"$state/tls.log" || { rm -f "$ca_key"; die "openssl failed: $(tail -n 5 "$state/tls.log")"; }
+  rm -f "$ca_key" "$ext" "$state/tls.log"
+}
+
+# The SCRAM users' passwords, once per formatted cluster (they are stored in its metadata log).
+make_passwords() {
+  local user
+  for user in admin worker; do openssl rand -hex 24 >"$state/$user.password"; done
+}
+
+# Admin's --command-config for the Kafka tools; client.env for the worker user.
+write_client_files() {
+  cat >"$state/admin.properties" <<EOF
+# Written by deploy/kafka/kafka.sh: the Kafka tools' --command-config for the super user.
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=$(jaas admin "$(<"$state/admin.password")")
+ssl.truststore.type=PEM
+ssl.truststore.location=$state/ca.pem
+EOF
+  {
+    echo "# Written by deploy/kafka/kafka.sh: 'source' it to connect as the worker user."
+    printf 'export RECSTREAM_BROKER=%q\n' "kafka://127.0.0.1:$port"
+    echo "export RECSTREAM_KAFKA_SECURITY_PROTOCOL=SASL_SSL"
+    echo "export RECSTREAM_KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
+    echo "export RECSTREAM_KAFKA_USERNAME=$worker_user"
+    printf 'export RECSTREAM_KAFKA_PASSWORD_FILE=%q\n' "$state/worker.password"
+    printf 'export RECSTREAM_KAFKA_SSL_CAFILE=%q\n' "$state/ca.pem"
+  } >"$state/client.env"
+}
+
+# The worker user's ACLs, by prefix: produce (Write, Create, Describe) and consume (Read) on its
+# topics, Read on its consumer groups (join, commit, fetch offsets). Once per prefix: ACLs live
+# in the metadata log.
+grant_acls() {
+  [[ -f $state/acls && $(cat "$state/acls") == "$acl_prefix" ]] && return 0
+  java -Xmx256m -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$libs/*" \
+    org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$port" \
+    --command-config "$state/admin.properties" --add --allow-principal "User:$worker_user" \
+    --producer --consumer --resource-pattern-type prefixed \
+    --topic "$acl_prefix" --group "$acl_prefix" >"$state/acls.log" 2>&1 9>&- \
+    || die "setting the ACLs failed: $(tail -n 5 "$state/acls.log")"
+  echo "$acl_prefix" >"$state/acls"
 }
 
 start() {
@@ -118,34 +252,38 @@ start() {
   for ((i = 1; i <= n; i++)); do node_pid "$i" >/dev/null || todo+=("$i"); done
   if ((${#todo[@]} == 0)); then
     read -r _ p <"$state/nodes"
-    echo "kafka: already running ($n node(s) from 127.0.0.1:$p)"
+    echo "$name: already running ($n node(s) from 127.0.0.1:$p)"
+    if ((secure)); then secure_ready; fi
     return 0
   fi
   if ((${#todo[@]} == n)); then
     stop >/dev/null # JVMs of this checkout that lost their pid files
     # A cluster is formatted for a fixed quorum: a different node count starts from scratch.
     if [[ -f $state/formatted && $(cat "$state/formatted") != "$n" ]]; then
-      echo "kafka: node count changed to $n: wiping .stack/kafka" >&2
+      echo "$name: node count changed to $n: wiping ${state#"$root"/}" >&2
       rm -rf "$state"
     fi
   fi
   for i in "${todo[@]}"; do
     for p in $((port + i - 1)) $((cport + i - 1)); do
-      port_open "$p" && die "127.0.0.1:$p is in use by another process: stop it or set KAFKA_PORT"
+      port_open "$p" \
+        && die "127.0.0.1:$p is in use by another process: stop it or set ${port_var}"
     done
   done
   mkdir -p "$state"
   t0=$SECONDS
+  if ((secure)); then
+    need openssl openssl
+    make_tls
+  fi
   if [[ ! -f $state/formatted ]]; then
-    rm -rf "$state"/node-*
+    rm -rf "$state"/node-* "$state/acls"
+    if ((secure)); then make_passwords; fi
     # A cluster id is 16 random bytes, URL-safe base64 without padding (what StorageTool makes).
     cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     for ((i = 1; i <= n; i++)); do
       write_config "$i" "$n"
-      java -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$libs/*" \
-        kafka.tools.StorageTool format -t "$cid" -c "$state/node-$i/server.properties" \
-        >"$state/node-$i/format.log" 2>&1 9>&- \
-        || die "formatting node $i failed: $(tail -n 5 "$state/node-$i/format.log")"
+      format_node "$i" "$cid"
     done
     echo "$n" >"$state/formatted"
   fi
@@ -174,7 +312,35 @@ start() {
       sleep 0.3
     done
   done
-  echo "kafka: node(s) ${todo[*]} of $n up, 127.0.0.1:$port..$((port + n - 1)), $((SECONDS - t0))s"
+  echo "$name: node(s) ${todo[*]} of $n up, 127.0.0.1:$port..$((port + n - 1)), $((SECONDS - t0))s"
+  if ((secure)); then secure_ready; fi
+}
+
+format_node() { # format_node NODE CLUSTER_ID
+  local i=$1 args
+  args=(kafka.tools.StorageTool format -t "$2" -c "$state/node-$i/server.properties")
+  # The SCRAM users go into the metadata log at format time. Their passwords reach StorageTool
+  # through a java @argfile (mode 600, removed after), never on a command line that ps shows.
+  if ((secure)); then
+    args+=(--add-scram "SCRAM-SHA-512=[name=admin,password=$(<"$state/admin.password")]")
+    args+=(--add-scram "SCRAM-SHA-512=[name=$worker_user,password=$(<"$state/worker.password")]")
+  fi
+  printf '"%s"\n' "${args[@]}" >"$state/node-$i/format.args"
+  java -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$libs/*" \
+    "@$state/node-$i/format.args" >"$state/node-$i/format.log" 2>&1 9>&- \
+    || { rm -f "$state/node-$i/format.args"
+      die "formatting node $i failed: $(tail -n 5 "$state/node-$i/format.log")"; }
+  rm -f "$state/node-$i/format.args"
+}
+
+# After a secure start (or a start that found the cluster running): the worker user's ACLs, the
+# client files, and how to connect.
+secure_ready() {
+  write_client_files
+  grant_acls
+  echo "$name: SASL_SSL (SCRAM-SHA-512) as '$worker_user', allowed topics and groups" \
+    "'$acl_prefix*'; connect with (also in ${state#"$root"/}/client.env):"
+  grep '^export' "$state/client.env"
 }
 
 stop() {
@@ -199,19 +365,19 @@ stop() {
   else
     rm -f "$state"/node-*/kafka.pid "$state/nodes"
   fi
-  echo "kafka: stopped${only:+ node $only}${pids[*]:+ (pid ${pids[*]})}"
+  echo "$name: stopped${only:+ node $only}${pids[*]:+ (pid ${pids[*]})}"
 }
 
 status() {
   local n i ok=0 pid p
   n=$(running_nodes)
-  ((n > 0)) || { echo "kafka: stopped"; return 3; }
+  ((n > 0)) || { echo "$name: stopped"; return 3; }
   read -r _ p <"$state/nodes"
   for ((i = 1; i <= n; i++)); do
     if pid=$(node_pid "$i") && port_open $((p + i - 1)); then
-      echo "kafka: node $i up (pid $pid, 127.0.0.1:$((p + i - 1)))"
+      echo "$name: node $i up (pid $pid, 127.0.0.1:$((p + i - 1)))"
     else
-      echo "kafka: node $i DOWN (127.0.0.1:$((p + i - 1)), log: $state/node-$i/kafka.log)"; ok=3
+      echo "$name: node $i DOWN (127.0.0.1:$((p + i - 1)), log: $state/node-$i/kafka.log)"; ok=3
     fi
   done
   return $ok
@@ -221,8 +387,16 @@ cmd=${1:-}
 shift || true
 case $cmd in
   fetch) fetch ;;
+  # kcat (librdkafka, Debian's package): a Kafka client nobody here wrote, for the tests that
+  # produce with every compression codec (tests/integration/test_hostile_stream.py)
+  tools) need kcat kcat ;;
   start) lock; start "$@" ;;
   stop) lock; stop "$@" ;;
   status) status ;;
-  *) echo "usage: $0 fetch | start [--brokers N] | stop [--node I] | status" >&2; exit 2 ;;
+  env)
+    ((secure)) || die "env: only the secure cluster has credentials (SECURE=1)"
+    [[ -f $state/client.env ]] || die "env: not started yet (SECURE=1 kafka.sh start)"
+    grep '^export' "$state/client.env" ;;
+  *) echo "usage: $0 fetch | tools | start [--brokers N] | stop [--node I] | status | env" >&2
+     exit 2 ;;
 esac

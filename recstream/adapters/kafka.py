@@ -3,30 +3,101 @@
 The Faust worker itself talks to Kafka through aiokafka; these synchronous helpers do the
 administrative work around it: create the topics with the configured partition count (a broker
 auto-creating them would use its own default), and read the topic ids a checkpoint is tied to.
+
+The one place where the security settings (TLS, SASL) become client options:
+:func:`kafka_client_options` for kafka-python, :func:`faust_broker_credentials` for Faust (and
+its aiokafka clients). Both build their TLS context with :func:`ssl_context`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
+from aiokafka.helpers import create_ssl_context
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from recstream.config import Settings
 
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
+
 __all__ = [
     "SOURCE_TOPICS",
     "admin_client",
     "ensure_topics",
+    "faust_broker_credentials",
+    "kafka_client_options",
     "make_consumer",
     "make_producer",
+    "ssl_context",
     "topic_ids",
     "topic_layout",
 ]
 
-SOURCE_TOPICS = ("events", "items")
+SOURCE_TOPICS = ("events", "items", "forget")
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of every client, or None when the protocol is not SSL / SASL_SSL."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = create_ssl_context(
+        cafile=settings.kafka_ssl_cafile or None,
+        certfile=settings.kafka_ssl_certfile or None,
+        keyfile=settings.kafka_ssl_keyfile or None,
+    )
+    # The context verifies the certificate chain whatever this says; the name check can be turned
+    # off for a broker whose certificate does not name the address dialled (a tunnel, a NAT).
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options of a kafka-python client (admin, producer, consumer): the bootstrap
+    servers and, when the protocol asks for them, the TLS context and the SASL credentials.
+
+    The password is read here (from the file, if one is configured): never log the result.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if protocol.startswith("SASL_"):
+        # kafka-python names the SCRAM credentials sasl_plain_* too.
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password()
+    return options
+
+
+def faust_broker_credentials(settings: Settings) -> CredentialsT | None:
+    """``faust.App(broker_credentials=...)``: the same TLS context and SASL credentials as
+    :func:`kafka_client_options`; Faust passes them to each of its aiokafka clients (consumer,
+    producer, and the topic creation they do). None for PLAINTEXT."""
+    import faust  # here, not at the top: `recstream produce` and `consume` never need Faust
+
+    protocol = settings.kafka_security_protocol
+    context = ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        # With a context Faust picks SASL_SSL, without one SASL_PLAINTEXT.
+        return faust.SASLCredentials(
+            username=settings.kafka_username,
+            password=settings.kafka_sasl_password(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def topic_layout(settings: Settings) -> dict[str, int]:
@@ -35,6 +106,8 @@ def topic_layout(settings: Settings) -> dict[str, int]:
     return {
         settings.topic("events"): p,  # key user_id: one user's events stay in order
         settings.topic("items"): p,  # key item_id
+        # key user_id, like the events: the worker that owns a user's events owns its requests
+        settings.topic("forget"): p,
         settings.topic("recommendations"): p,  # key user_id
         settings.topic("events.dlq"): p,
         settings.topic("metrics"): 1,  # a few snapshots a minute: order beats parallelism
@@ -46,7 +119,7 @@ def admin_client(settings: Settings, timeout_s: float = 20.0) -> Iterator[KafkaA
     """An admin client; waits up to ``timeout_s`` for a broker that is still starting."""
     try:
         client = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_options(settings),
             client_id=f"{settings.app_id}-admin",
             request_timeout_ms=15_000,
             bootstrap_timeout_ms=int(timeout_s * 1000),
@@ -96,7 +169,7 @@ def topic_ids(settings: Settings, names: Iterable[str]) -> dict[str, str]:
 
 def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     config = {
-        "bootstrap_servers": settings.bootstrap_servers,
+        **kafka_client_options(settings),
         "client_id": f"{settings.app_id}-producer",
         "acks": 1,
         "linger_ms": 5,  # small batches: throughput without hurting the demo's latency
@@ -109,7 +182,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
 def make_consumer(settings: Settings, **overrides) -> KafkaConsumer:
     """A group-less consumer: partitions are assigned by the caller (no offsets committed)."""
     config = {
-        "bootstrap_servers": settings.bootstrap_servers,
+        **kafka_client_options(settings),
         "client_id": f"{settings.app_id}-consumer",
         "group_id": None,
         "enable_auto_commit": False,

@@ -13,7 +13,7 @@ began) are in the JSON snapshot on the metrics topic and in ``/healthz``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -52,6 +52,9 @@ LATENCY_BUCKETS = (
     30.0,
     60.0,
 )
+# What the Redis sink keeps pending (recstream.adapters.redis_sink.PENDING_KINDS; this module
+# does not import the sink, which would pull redis into every Metrics user).
+REDIS_KINDS = ("list", "profile", "item")
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 ENCODE_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -161,7 +164,9 @@ class Metrics:
             "recstream_catalogue_items", "Live (not deleted) catalogue items", registry=r
         )
         self.redis_errors = Counter(
-            "recstream_redis_errors_total", "Redis pipelines that failed", registry=r
+            "recstream_redis_errors_total",
+            "Redis pipelines (or pings) that failed; their writes are kept for a retry",
+            registry=r,
         )
         self.kafka_send_errors = Counter(
             "recstream_kafka_send_errors_total",
@@ -170,9 +175,32 @@ class Metrics:
         )
         self.redis_skipped = Counter(
             "recstream_redis_skipped_writes_total",
-            "Redis writes (one per user list or item) skipped while backing off after an error",
+            "Redis writes (one per user list or item) deferred while Redis is down: kept for a "
+            "retry, the latest per user or item",
             registry=r,
         )
+        # The two below read the sink when scraped (watch_redis), so they are never stale.
+        self.redis_up = Gauge(
+            "recstream_redis_up",
+            "1 when Redis answered the worker's last write or ping, 0 when it failed",
+            registry=r,
+        )
+        self.redis_pending = Gauge(
+            "recstream_redis_pending_writes",
+            "Redis writes not done yet, by kind: queued, or kept for a retry during an outage "
+            "(profiles also wait up to RECSTREAM_PROFILE_INTERVAL_S by design)",
+            ["kind"],
+            registry=r,
+        )
+        self.redis_dropped = Counter(
+            "recstream_redis_dropped_writes_total",
+            "Pending Redis writes given up, by kind: the oldest, beyond "
+            "RECSTREAM_REDIS_MAX_PENDING during an outage",
+            ["kind"],
+            registry=r,
+        )
+        for kind in REDIS_KINDS:  # a 0 series from the start, for rate() and increase()
+            self.redis_dropped.labels(kind=kind)
         self.consumer_lag = Gauge(
             "recstream_consumer_lag",
             "Messages behind the partition's high watermark",
@@ -202,6 +230,29 @@ class Metrics:
             "Unix time of the last checkpoint",
             registry=r,
         )
+        self.users_forgotten = Counter(
+            "recstream_users_forgotten_total",
+            "Forget requests applied (recstream forget): users removed from the state and Redis",
+            registry=r,
+        )
+        self.kafka_up = Gauge(
+            "recstream_kafka_up",
+            "1 when the broker answered the worker's last offsets request (every metrics "
+            "interval), 0 when it did not",
+            registry=r,
+        )
+        self.offset_resets = Counter(
+            "recstream_offset_resets_total",
+            "Input partitions whose state position made no sense for the log and was reset to "
+            "the log's start, by reason (topic_recreated, beyond_log_end, before_log_start)",
+            ["reason"],
+            registry=r,
+        )
+        self.offsets_lost = Counter(
+            "recstream_offset_lost_messages_total",
+            "Messages deleted by retention before the worker read them (before_log_start)",
+            registry=r,
+        )
         self.halted = Gauge(
             "recstream_halted",
             "1 while the worker has stopped applying messages after too many consecutive "
@@ -210,6 +261,17 @@ class Metrics:
         )
         # No model-version label on purpose: the version changes with every event, and each new
         # label value would be a new Prometheus series. It is in the snapshot and /healthz.
+
+    def watch_redis(self, pending: Callable[[str], int], up: Callable[[], bool]) -> None:
+        """Serve the Redis gauges from the sink: ``pending(kind)`` for each of ``REDIS_KINDS``,
+        ``up()`` for ``recstream_redis_up``."""
+        for kind in REDIS_KINDS:
+            self.redis_pending.labels(kind=kind).set_function(lambda kind=kind: pending(kind))
+        self.redis_up.set_function(lambda: 1.0 if up() else 0.0)
+
+    def redis_dropped_writes(self, kind: str, n: int) -> None:
+        """The sink's ``on_drop`` callback."""
+        self.redis_dropped.labels(kind=kind).inc(n)
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         for (topic, partition), lag in lags.items():

@@ -6,10 +6,17 @@ end, unless another test session in the same clone still uses them (a shared loc
 ``.stack/test-sessions.lock`` counts the sessions). When a service cannot start, every
 integration test fails with the script's reason: these tests are never skipped. Ports and password
 come from the same environment variables as the Makefile: KAFKA_PORT, REDIS_PORT, REDIS_PASSWORD
-(and BROKERS for a cluster).
+(and BROKERS for a cluster); without REDIS_PASSWORD, the admin password is the file redis.sh
+generated.
 
-Fixtures: ``bootstrap_servers``, ``redis_url``, ``unique_topic`` (name factory), ``kafka_admin``
-(kafka-python admin client) and ``create_topics`` (creates topics, deletes them after the test).
+Redis has two kinds of clients here, like in production: the tests' own (``redis_url``: the admin,
+to inspect and clean up) and the worker's (``worker_redis``: an ACL user with exactly the worker
+user's rules, ``deploy/redis/redis.sh user``, on the tests' key prefixes ``it.*`` and ``it-*``).
+
+Fixtures: ``bootstrap_servers``, ``redis_url``, ``worker_redis`` / ``worker_redis_url``,
+``make_redis`` (a private Redis server a test may stop and restart), ``unique_topic`` (name
+factory), ``kafka_admin`` (kafka-python admin client) and ``create_topics`` (creates topics,
+deletes them after the test).
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
+from redis_server import RedisServer
 from worker_harness import worker_factory
 
 HERE = Path(__file__).resolve().parent
@@ -34,8 +43,10 @@ KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 REDIS_SH = ROOT / "deploy" / "redis" / "redis.sh"
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
-REDIS_PASSWORD = os.environ.get("REDIS_PASSWORD", "recstream")
 BROKERS = os.environ.get("BROKERS", "1")
+# The worker's ACL user in the tests: the worker's rules on the tests' key prefixes.
+TEST_WORKER_USER = "recstream-it"
+TEST_KEY_PATTERNS = ("it.*", "it-*")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -102,9 +113,66 @@ def bootstrap_servers() -> str:
     return f"127.0.0.1:{KAFKA_PORT}"
 
 
+def redis_sh(*args: str) -> str:
+    """``deploy/redis/redis.sh ARGS`` (for REDIS_PORT): its output, or the test fails."""
+    result = _script(REDIS_SH, *args, timeout=120)
+    if result.returncode != 0:
+        pytest.fail(f"redis.sh {' '.join(args)}: {result.stderr.strip()}", pytrace=False)
+    return result.stdout.strip()
+
+
+def read_secret(path: str | Path) -> str:
+    return Path(path).read_text().rstrip("\r\n")
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{REDIS_PORT}/0"
+def redis_url(stack: None) -> str:
+    """The admin's URL: for the tests' own clients (inspection, clean-up), never the worker."""
+    password = os.environ.get("REDIS_PASSWORD")
+    if not password:
+        path = Path(redis_sh("password-file"))
+        if not path.is_file():
+            pytest.fail(
+                f"no {path}: this Redis was started by an older deploy/redis/redis.sh "
+                "(no generated passwords): stop it and start it again",
+                pytrace=False,
+            )
+        password = read_secret(path)
+    return f"redis://:{password}@127.0.0.1:{REDIS_PORT}/0"
+
+
+@dataclass(frozen=True)
+class RedisUser:
+    """An ACL user of the session's Redis, and how the worker is told to log in as it."""
+
+    username: str
+    password_file: str
+    port: int = REDIS_PORT
+
+    @property
+    def url(self) -> str:
+        """With the password in it: for a sink built in the test process."""
+        password = read_secret(self.password_file)
+        return f"redis://{self.username}:{password}@127.0.0.1:{self.port}/0"
+
+    def env(self) -> dict[str, str]:
+        """What deploy/run.sh gives the worker: URL, user, password *file*."""
+        return {
+            "RECSTREAM_REDIS_URL": f"redis://127.0.0.1:{self.port}/0",
+            "RECSTREAM_REDIS_USERNAME": self.username,
+            "RECSTREAM_REDIS_PASSWORD_FILE": self.password_file,
+        }
+
+
+@pytest.fixture(scope="session")
+def worker_redis(stack: None) -> RedisUser:
+    """The worker's ACL user for the tests' keys (created, or reset, once per session)."""
+    return RedisUser(TEST_WORKER_USER, redis_sh("user", TEST_WORKER_USER, *TEST_KEY_PATTERNS))
+
+
+@pytest.fixture(scope="session")
+def worker_redis_url(worker_redis: RedisUser) -> str:
+    return worker_redis.url
 
 
 @pytest.fixture
@@ -149,10 +217,36 @@ def create_topics(kafka_admin: KafkaAdminClient) -> Iterator[Callable[..., list[
 # dir), stopped at the end of the test: tests/integration/worker_harness.py.
 @pytest.fixture
 def make_worker(
-    bootstrap_servers: str, redis_url: str, tmp_path: Path, request: Any, kafka_admin: Any
+    bootstrap_servers: str,
+    redis_url: str,
+    worker_redis: RedisUser,
+    tmp_path: Path,
+    request: Any,
+    kafka_admin: Any,
 ) -> Iterator[Any]:
     make, finish = worker_factory(
-        bootstrap_servers, redis_url, tmp_path, request.node.name.removeprefix("test_"), kafka_admin
+        bootstrap_servers,
+        redis_url,
+        tmp_path,
+        request.node.name.removeprefix("test_"),
+        kafka_admin,
+        worker_redis_env=worker_redis.env(),
     )
     yield make
     finish()
+
+
+@pytest.fixture
+def make_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """``make_redis(tls=False, **REDIS_env)``: a private Redis started by deploy/redis/redis.sh
+    (tests/integration/redis_server.py), stopped after the test."""
+    servers: list[RedisServer] = []
+
+    def make(*, tls: bool = False, **env: str) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", tls=tls, **env)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.close()

@@ -1,5 +1,6 @@
-"""The worker's Redis sink against the real Redis: pipelined, coalesced writes with TTLs, and an
-unreachable Redis that costs counted errors, never an exception in the event path."""
+"""The worker's Redis sink against the real Redis, logged in as the worker's ACL user: pipelined,
+coalesced writes with TTLs, and an unreachable Redis that costs counted errors, never an exception
+in the event path. (An outage and its recovery: test_redis_outage.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from recstream.config import Settings
 
 @pytest.fixture
 def keyspace(redis_url: str) -> Iterator[tuple[str, redis.Redis]]:
-    """A key prefix of its own and a client; the prefix's keys are deleted afterwards."""
+    """A key prefix of its own (``it-*``: the worker ACL user's) and an admin client; the
+    prefix's keys are deleted afterwards."""
     prefix = f"it-sink-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
     try:
@@ -30,10 +32,10 @@ def keyspace(redis_url: str) -> Iterator[tuple[str, redis.Redis]]:
 
 
 def test_queued_writes_are_coalesced_pipelined_and_expire(
-    redis_url: str, keyspace: tuple[str, redis.Redis]
+    worker_redis_url: str, keyspace: tuple[str, redis.Redis]
 ) -> None:
     prefix, client = keyspace
-    settings = Settings(redis_url=redis_url, redis_prefix=prefix, recs_ttl_s=120)
+    settings = Settings(redis_url=worker_redis_url, redis_prefix=prefix, recs_ttl_s=120)
     profile = np.linspace(-1, 1, 384, dtype=np.float32)
 
     async def scenario() -> RedisSink:
@@ -61,10 +63,10 @@ def test_queued_writes_are_coalesced_pipelined_and_expire(
 
 
 def test_profiles_are_written_at_most_once_per_interval(
-    redis_url: str, keyspace: tuple[str, redis.Redis]
+    worker_redis_url: str, keyspace: tuple[str, redis.Redis]
 ) -> None:
     prefix, client = keyspace
-    settings = Settings(redis_url=redis_url, redis_prefix=prefix, profile_interval_s=600)
+    settings = Settings(redis_url=worker_redis_url, redis_prefix=prefix, profile_interval_s=600)
     first, second = np.full(384, 0.5, dtype=np.float32), np.full(384, -0.5, dtype=np.float32)
 
     def stored_profile() -> np.ndarray:
@@ -94,10 +96,10 @@ def test_profiles_are_written_at_most_once_per_interval(
 
 
 def test_many_profiles_are_written_in_chunks_and_all_arrive(
-    redis_url: str, keyspace: tuple[str, redis.Redis]
+    worker_redis_url: str, keyspace: tuple[str, redis.Redis]
 ) -> None:
     prefix, client = keyspace
-    settings = Settings(redis_url=redis_url, redis_prefix=prefix)
+    settings = Settings(redis_url=worker_redis_url, redis_prefix=prefix)
     n = 3 * PROFILES_PER_PIPELINE + 7
 
     async def scenario() -> RedisSink:

@@ -17,12 +17,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from recstream.adapters.kafka import kafka_client_options
+from recstream.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,12 +51,25 @@ def wait_for(
 
 
 class Worker:
-    """One worker process and everything it is configured with."""
+    """One worker process and everything it is configured with. ``redis_url`` is the tests'
+    own (admin) client; the worker logs in as ``worker_redis_env`` says (an ACL user), or with
+    ``redis_url`` when none is given."""
 
-    def __init__(self, bootstrap: str, redis_url: str, name: str, models_dir: Path, **env: str):
+    def __init__(
+        self,
+        bootstrap: str,
+        redis_url: str,
+        name: str,
+        models_dir: Path,
+        worker_redis_env: Mapping[str, str] | None = None,
+        *,
+        namespace: str = "it",
+        **env: str,
+    ):
         # Dashes, not underscores: Kafka warns that "." and "_" collide in its metric names.
         name = "".join(c if c.isalnum() else "-" for c in name)[:40]
-        self.prefix = f"it.{name}.{uuid.uuid4().hex[:10]}"
+        # The namespace starts the topic prefix and app id (a broker's ACLs may allow only one).
+        self.prefix = f"{namespace}.{name}.{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         self.bootstrap = bootstrap
         self.models_dir = models_dir
@@ -61,7 +77,7 @@ class Worker:
         self.env = {
             **os.environ,
             "RECSTREAM_BROKER": f"kafka://{bootstrap}",
-            "RECSTREAM_REDIS_URL": redis_url,
+            **(worker_redis_env or {"RECSTREAM_REDIS_URL": redis_url}),
             "RECSTREAM_TOPIC_PREFIX": self.prefix,
             "RECSTREAM_APP_ID": self.prefix,
             "RECSTREAM_REDIS_PREFIX": self.prefix,
@@ -177,8 +193,13 @@ class Worker:
             check=False,
         )
 
+    def kafka_options(self) -> dict[str, Any]:
+        """The worker's own bootstrap servers, TLS and SASL settings (``RECSTREAM_KAFKA_*``), for
+        the kafka-python clients of the test: they connect as the worker does."""
+        return kafka_client_options(Settings.from_env(self.env))
+
     def producer(self) -> KafkaProducer:
-        return KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
+        return KafkaProducer(**self.kafka_options(), linger_ms=2)
 
     def send(self, name: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
         producer = self.producer()
@@ -190,7 +211,7 @@ class Worker:
     def read(self, name: str, timeout: float = 30.0) -> list[Any]:
         """Every record currently in ``<prefix>.<name>``, from the beginning."""
         topic = self.topic(name)
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = KafkaConsumer(**self.kafka_options(), enable_auto_commit=False)
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -214,7 +235,14 @@ class Worker:
         return [json.loads(r.value) for r in self.read(name)]
 
 
-def worker_factory(bootstrap: str, redis_url: str, tmp_path: Path, name: str, admin: Any):
+def worker_factory(
+    bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    name: str,
+    admin: Any,
+    worker_redis_env: Mapping[str, str] | None = None,
+):
     """``(make, finish)``: ``make(**env)`` creates a Worker; ``finish()`` stops and cleans all.
 
     The worker logs are printed at the end: pytest shows them when the test fails.
@@ -222,7 +250,8 @@ def worker_factory(bootstrap: str, redis_url: str, tmp_path: Path, name: str, ad
     workers: list[Worker] = []
 
     def make(**env: str) -> Worker:
-        w = Worker(bootstrap, redis_url, name, tmp_path / f"models-{len(workers)}", **env)
+        models = tmp_path / f"models-{len(workers)}"
+        w = Worker(bootstrap, redis_url, name, models, worker_redis_env, **env)
         w.models_dir.mkdir(parents=True, exist_ok=True)
         workers.append(w)
         return w

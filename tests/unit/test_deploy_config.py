@@ -4,6 +4,7 @@ plus cheap checks of the other deploy files."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,9 +28,16 @@ WORKER_METRICS = {
     "recstream_encode_batch_seconds",
     "recstream_online_hit_rate",
     "recstream_redis_errors_total",
+    "recstream_redis_up",
+    "recstream_redis_pending_writes",
+    "recstream_redis_dropped_writes_total",
     "recstream_consumer_lag",
     "recstream_kafka_send_errors_total",
     "recstream_checkpoint_errors_total",
+    "recstream_halted",
+    "recstream_kafka_up",
+    "recstream_offset_resets_total",
+    "recstream_offset_lost_messages_total",
 }
 
 
@@ -69,6 +77,12 @@ def test_alerts_use_only_the_worker_metric_names() -> None:
         "RecstreamConsumerLagHigh",
         "RecstreamKafkaSendErrors",
         "RecstreamCheckpointFailing",
+        "RecstreamRedisDown",
+        "RecstreamRedisWritesPending",
+        "RecstreamRedisWritesDropped",
+        "RecstreamHalted",
+        "RecstreamKafkaUnreachable",
+        "RecstreamOffsetsReset",
     ):
         assert f"alert: {alert}" in text
 
@@ -109,3 +123,38 @@ def test_deploy_scripts_parse_and_are_strict(script: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "set -euo pipefail" in script.read_text()
+
+
+def _redis_sh(*args: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
+    result = subprocess.run(
+        ["bash", str(DEPLOY / "redis" / "redis.sh"), *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def test_redis_state_is_per_port_so_a_second_server_never_shares_the_stack_one() -> None:
+    stack = ROOT / ".stack"
+    assert _redis_sh("password-file") == f"{stack}/redis/admin.password"
+    assert _redis_sh("password-file", REDIS_PORT="6379") == f"{stack}/redis/admin.password"
+    assert _redis_sh("password-file", REDIS_PORT="6390") == f"{stack}/redis-6390/admin.password"
+    assert _redis_sh("password-file", "recstream-worker", REDIS_STATE="/tmp/r") == (
+        "/tmp/r/recstream-worker.password"
+    )
+
+
+def test_no_redis_password_is_published_in_code_or_config() -> None:
+    """The worker's password is generated (redis.sh) or given; the admin's too."""
+    for path in (
+        ROOT / "Makefile",
+        DEPLOY / "redis" / "redis.sh",
+        DEPLOY / "run.sh",
+        ROOT / "recstream" / "config.py",
+    ):
+        text = path.read_text()
+        assert not re.search(r"REDIS_PASSWORD \?= *\S|redis://:[^@/]+@", text), path

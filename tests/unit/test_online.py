@@ -215,12 +215,25 @@ def test_checkpoint_damaged_newest_falls_back(tmp_path: Path) -> None:
     assert [c.meta["n"] for c in store.candidates()] == [1]
 
 
-def test_checkpoint_discard_moves_everything_aside(tmp_path: Path) -> None:
+def test_checkpoint_discard_removes_everything(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "app")
     store.save({"m": _write("1")}, {})
-    aside = store.discard("topics re-created")
-    assert aside is not None and (aside / "DISCARDED").read_text().startswith("topics")
-    assert store.latest() is None
+    store.save({"m": _write("2")}, {})
+    assert store.discard() == 2
+    assert store.latest() is None and list(tmp_path.iterdir()) == [tmp_path / "app"]
+    assert list((tmp_path / "app").iterdir()) == []
+
+
+def test_checkpoints_are_private_and_a_forget_leaves_only_the_newest(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "app", keep=2)
+    for n in range(3):
+        latest = store.save({"m": _write(str(n))}, {})
+    assert (tmp_path / "app").stat().st_mode & 0o777 == 0o700
+    assert latest.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in latest.iterdir())
+    assert len(store.candidates()) == 2
+    assert store.keep_only_latest() == 1
+    assert [c.path for c in store.candidates()] == [latest]
 
 
 # --- StreamProcessor -----------------------------------------------------------------------------
