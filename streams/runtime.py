@@ -4,6 +4,9 @@ The logic is in :class:`recstream.pipeline.StreamProcessor` (pure); this class o
 between it and the outside world — Kafka (through Faust topics), Redis, Prometheus, the encoder
 thread and the checkpoint directory — and holds the lock that keeps checkpoints consistent.
 
+Two concerns live in their own files as mixins: checkpoints (:mod:`streams.checkpointing`) and
+where each partition resumes (:mod:`streams.partition_positions`).
+
 One :class:`Runtime` per process, installed by ``recstream worker`` (:func:`install`) before the
 Faust worker starts, or by a test with fake outputs.
 """
@@ -16,10 +19,8 @@ import json
 import logging
 import math
 import os
-import signal
 import socket
 import time
-import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from faust.types import TP, Message
+from faust.types import Message
 
 from recstream.adapters.metrics import Metrics
 from recstream.adapters.redis_sink import RedisSink
@@ -35,8 +36,9 @@ from recstream.checkpoint import CheckpointStore
 from recstream.config import Settings
 from recstream.dead_letters import dead_letter_key
 from recstream.events import Item
-from recstream.offsets import decide
 from recstream.pipeline import StreamProcessor
+from streams.checkpointing import Checkpointing
+from streams.partition_positions import PartitionPositions
 
 log = logging.getLogger("recstream.worker")
 
@@ -73,7 +75,7 @@ def encoder_threads() -> int:
     return max(1, cpus - 1)
 
 
-class Runtime:
+class Runtime(Checkpointing, PartitionPositions):
     def __init__(
         self,
         settings: Settings,
@@ -430,225 +432,6 @@ class Runtime:
         await self.publish(self.settings.topic("metrics"), self.worker_id.encode(), _json(snap))
         return snap
 
-    # -- checkpoints -------------------------------------------------------------------------
-    async def checkpoint(
-        self, flush: Callable[[], Awaitable[Any]] | None = None, *, background: bool = True
-    ) -> Path | None:
-        """Save model + stream state + offsets atomically (models/README.md).
-
-        The state is pickled in a forked child process where the OS allows it (POSIX): fork is
-        a copy-on-write snapshot of the whole process, taken with the lock held, so the child
-        writes exactly the state the offsets describe while the event loop goes on at once.
-        The loop pauses for the fork alone (milliseconds) instead of the whole pickling, which
-        grows with the state (160 ms at the latency benchmark's size, a second and more for a
-        large model). ``background=False`` (the final checkpoint at shutdown) or no ``fork``
-        writes in this process, with the loop paused.
-        """
-        if self.store is None or self.processor.changes == self._saved_changes:
-            return None  # nothing new since the last one (or since the restore)
-        if self._checkpoint_child is not None:
-            if background:
-                return None  # the previous one is still being written: next time
-            await self._checkpoint_child  # shutdown: let it finish, then write the last one
-        async with self.lock:
-            if flush is not None:
-                # Every recommendation of a reflected event is in Kafka before the offsets that
-                # skip its event are saved: a crash right after cannot lose its output.
-                await flush()
-            if self.redis is not None:
-                # Likewise for Redis, but never wait long: it is a cache, not the state.
-                try:
-                    await asyncio.wait_for(self.redis.flush(), timeout=10)
-                except TimeoutError:
-                    log.warning("checkpoint: %d Redis writes still queued", self.redis.pending)
-            changes, events = self.processor.changes, self.processor.events_processed
-            t0 = time.perf_counter()
-            if background and hasattr(os, "fork"):
-                pid = self._fork_checkpoint_writer()
-                path = None
-            else:
-                pid = None
-                path = self.processor.save_checkpoint(self.store, topic_ids=self.topic_ids)
-            pause = time.perf_counter() - t0
-        if pid is not None:
-            self._checkpoint_child = asyncio.ensure_future(
-                asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
-            )
-            try:
-                _, status = await self._checkpoint_child
-            except ChildProcessError:  # reaped by someone else: the store tells the outcome
-                latest = self.store.latest()
-                done = latest is not None and latest.meta.get("events_processed") == events
-                status = 0 if done else 1
-            finally:
-                self._checkpoint_child = None
-            if os.waitstatus_to_exitcode(status) != 0:
-                self.metrics.checkpoint_errors.inc()
-                log.error("checkpoint writer %d failed (status %d); retried next time", pid, status)
-                return None
-            latest = self.store.latest()
-            assert latest is not None
-            path = latest.path
-        assert path is not None
-        seconds = time.perf_counter() - t0
-        self._saved_changes = changes
-        if self._prune_checkpoints and self.store is not None:
-            removed = self.store.keep_only_latest()
-            self._prune_checkpoints = False
-            log.info("checkpoint: %d older checkpoint(s) removed after a forget request", removed)
-        self.metrics.checkpoints.inc()
-        self.metrics.checkpoint_seconds.observe(seconds)
-        self.metrics.checkpoint_pause_seconds.observe(pause)
-        self.metrics.last_checkpoint.set(time.time())
-        self.last_checkpoint = {
-            "path": str(path),
-            "events_processed": events,
-            "seconds": round(seconds, 3),
-            "pause_s": round(pause, 4),
-            "at": round(time.time(), 3),
-        }
-        log.info(
-            "checkpoint %s: %d events, paused the loop %.4f s, written in %.3f s",
-            path.name,
-            events,
-            pause,
-            seconds,
-        )
-        return path
-
-    def _fork_checkpoint_writer(self) -> int:
-        """Fork; the child writes the checkpoint and exits. Returns the child's pid."""
-        pid = os.fork()
-        if pid:
-            return pid
-        # The child: only the forking thread exists here. Pickle, write, rename, and leave with
-        # os._exit, never running the parent's atexit hooks, Faust's shutdown or torch.
-        code = 1
-        try:
-            _die_with_parent()
-            self.processor.save_checkpoint(self.store, topic_ids=self.topic_ids)
-            code = 0
-        except BaseException:  # reported by the exit code; the parent logs it
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-        finally:
-            os._exit(code)
-
-    async def resume_offsets(self, consumer: Any, source_topics: set[str]) -> dict[TP, int]:
-        """Make the group's committed offsets those of the restored state (every rebalance).
-
-        Faust seeks each assigned partition to its *committed* offset right after this. Faust
-        commits acked offsets every few seconds, so after a crash its offsets are ahead of the
-        last checkpoint: resuming there would lose the events in between. Committing the
-        state's own positions first makes Faust's seek land exactly where the state ends. A
-        partition the state has never read starts from the beginning (the state is empty).
-
-        No lock: each message's state change and position move happen in one synchronous call,
-        so the positions read here always match the state, whatever an agent is awaiting.
-        """
-        assigned = [tp for tp in consumer.assignment() if tp.topic in source_topics]
-        if assigned:
-            await self._reset_senseless_offsets(consumer, assigned)
-        offsets: dict[TP, int] = {}
-        unknown = []
-        for tp in assigned:
-            position = self.processor.positions.next_offset(tp.topic, tp.partition)
-            if position is None:
-                unknown.append(tp)
-            else:
-                offsets[tp] = position
-        if unknown:
-            earliest = await consumer.earliest_offsets(*unknown)
-            offsets.update({tp: int(earliest.get(tp) or 0) for tp in unknown})
-        if offsets:
-            # Consumer._commit(offsets) commits explicit offsets (Consumer.commit() would commit
-            # Faust's acked ones); it is the transport's own commit, used by every driver.
-            await consumer._commit(offsets)
-        log.info(
-            "resuming at %s",
-            ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(offsets.items())),
-        )
-        self.ready = True
-        return offsets
-
-    def _report_rewinds(self) -> None:
-        """Loudly: partitions found reading a new log (see StreamProcessor._accept)."""
-        while self.processor.rewinds:
-            topic, partition, old = self.processor.rewinds.pop(0)
-            log.warning(
-                "offsets: %s[%d] went back from %d to 0: the log was replaced (a re-created "
-                "topic); reading it from the start, events seen before count as duplicates",
-                topic,
-                partition,
-                old,
-            )
-            self.metrics.offset_resets.labels(reason="topic_recreated").inc()
-
-    async def check_topic_ids(self, consumer: Any, source_topics: set[str]) -> set[str]:
-        """Every metrics interval: a source topic re-created since the last check (new Kafka
-        topic id) is read from offset 0, whatever offset the consumer is at.
-
-        A re-created topic that already holds more messages than the old position gives the
-        consumer no error: it would read on from the old offset and skip the new log's first
-        messages. Seeking to 0 makes the processor see the jump back to a new log
-        (StreamProcessor._accept). Returns the re-created topics.
-        """
-        if self.topic_id_reader is None:
-            return set()
-        names = sorted(source_topics)
-        try:
-            now = await asyncio.get_running_loop().run_in_executor(
-                None, self.topic_id_reader, names
-            )
-        except Exception as exc:  # the broker is away: the next interval tries again
-            log.debug("topic ids unavailable: %s", exc)
-            return set()
-        recreated = {t for t, tid in now.items() if self.topic_ids.get(t) not in (None, tid)}
-        self.topic_ids.update(now)
-        for tp in sorted(consumer.assignment()):
-            if tp.topic in recreated:
-                log.warning(
-                    "offsets: %s was re-created: reading [%d] from 0", tp.topic, tp.partition
-                )
-                await consumer.seek(tp, 0)
-        return recreated
-
-    async def _reset_senseless_offsets(self, consumer: Any, assigned: list[TP]) -> None:
-        """Apply :mod:`recstream.offsets` to every assigned partition: a position into a
-        re-created topic, beyond the log's end or before its start is reset to the log's start,
-        with a WARNING and a metric, never skipped silently."""
-        recreated: set[str] = set()
-        if self.topic_id_reader is not None:
-            names = sorted({tp.topic for tp in assigned})
-            loop = asyncio.get_running_loop()
-            try:
-                now = await loop.run_in_executor(None, self.topic_id_reader, names)
-            except Exception as exc:  # no answer: the offsets check below still runs
-                log.warning("could not read the topic ids: %s", exc)
-                now = {}
-            recreated = {t for t, tid in now.items() if self.topic_ids.get(t) not in (None, tid)}
-            self.topic_ids.update(now)  # the next checkpoint belongs to the new topics
-        try:
-            starts = await consumer.earliest_offsets(*assigned)
-            ends = await consumer.highwaters(*assigned)
-        except Exception as exc:
-            log.warning("could not read the log offsets to check the positions: %s", exc)
-            return
-        for tp in assigned:
-            reset = decide(
-                (tp.topic, tp.partition),
-                position=self.processor.positions.next_offset(tp.topic, tp.partition),
-                start=int(starts.get(tp) or 0),
-                end=int(ends.get(tp) or 0),
-                topic_recreated=tp.topic in recreated,
-            )
-            if reset is None:
-                continue
-            log.warning("offsets: %s", reset.message())
-            self.processor.reset_position(tp.topic, tp.partition, reset.resume_at)
-            self.metrics.offset_resets.labels(reason=reset.reason).inc()
-            self.metrics.offsets_lost.inc(reset.lost)
-
     def health(self) -> dict[str, Any]:
         stats = self.processor.recommender.stats()
         halted = self.processor.halted
@@ -694,19 +477,6 @@ class Runtime:
         if self.redis is not None:
             await self.redis.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _die_with_parent() -> None:
-    """Linux: a checkpoint writer whose worker was killed dies too, so it cannot finish a
-    checkpoint after a restarted worker has started from an older one."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
 
 
 def _json(value: Any) -> bytes:
