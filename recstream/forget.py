@@ -32,7 +32,9 @@ __all__ = ["ForgetRequest", "ForgottenUsers", "parse_forget"]
 @dataclass(frozen=True, slots=True)
 class ForgetRequest:
     user_id: str
-    ts: float  # when it was asked for: the record's time unless the body says otherwise
+    # when it was asked for: the body's "ts", else the record's time (the processor never lets
+    # it be later than the record's time)
+    ts: float
 
     def to_json(self) -> bytes:
         import json

@@ -76,10 +76,13 @@ class RateLimitFilter(logging.Filter):
         return True
 
 
-def install_rate_limit(logger: logging.Logger, interval_s: float = 30.0) -> RateLimitFilter:
-    """Attach one shared filter to every handler of ``logger`` (the root: every record of
-    every library reaches those handlers, whichever logger it was logged to)."""
-    limiter = RateLimitFilter(interval_s)
+def install_rate_limit(logger: logging.Logger, interval_s: float = 30.0) -> list[RateLimitFilter]:
+    """Attach a filter to every handler of ``logger`` (the root: every record of every library
+    reaches those handlers, whichever logger it was logged to). One per handler: a shared one
+    would let the first record of a kind reach only the first handler."""
+    limiters = []
     for handler in logger.handlers:
+        limiter = RateLimitFilter(interval_s)
         handler.addFilter(limiter)
-    return limiter
+        limiters.append(limiter)
+    return limiters

@@ -186,9 +186,10 @@ class StreamProcessor:
         self.max_event_bytes = max_event_bytes
         self.max_consecutive_errors = max_consecutive_errors
         self.clock = clock
-        # Processing errors since the last message applied cleanly, and why the processor
-        # stopped once they reached max_consecutive_errors (None: running).
-        self.consecutive_errors = 0
+        # Processing errors in a row per input topic (a success on another topic must not hide
+        # an events stream that fails throughout), and why the processor stopped once one
+        # reached max_consecutive_errors (None: running).
+        self._errors_in_a_row: Counter[str] = Counter()
         self.halted: str | None = None
         # (topic, partition, old position) of each partition found reading a new log from 0;
         # taken and reported by the worker (a WARNING and a metric)
@@ -301,7 +302,7 @@ class StreamProcessor:
             # Test, then learn: scored against the list this user was shown before the purchase
             # (remembered when it was published; the model update above does not change it).
             self.online.observe_purchase(event.user_id, event.item_id)
-        self.consecutive_errors = 0
+        self._errors_in_a_row[topic] = 0
         self.counts.events_by_type[event.type] += 1
         return EventOutcome("ok", event, received_at=now)
 
@@ -311,10 +312,12 @@ class StreamProcessor:
         """The dead letter of a valid message whose processing raised (a bug, a bad model);
         halts the processor after ``max_consecutive_errors`` of them in a row."""
         error = InvalidMessage("processing_error", f"{type(exc).__name__}: {exc!s:.300}")
-        self.consecutive_errors += 1
-        if self.consecutive_errors >= self.max_consecutive_errors and self.halted is None:
+        topic = where["topic"]
+        self._errors_in_a_row[topic] += 1
+        in_a_row = self._errors_in_a_row[topic]
+        if in_a_row >= self.max_consecutive_errors and self.halted is None:
             self.halted = (
-                f"{self.consecutive_errors} consecutive processing errors, the last: {error.reason}"
+                f"{in_a_row} consecutive processing errors on {topic}, the last: {error.reason}"
             )
             log.critical("processor halted: %s", self.halted)
         return self._dead_letter(raw, error, where, key)
@@ -384,7 +387,7 @@ class StreamProcessor:
         except Exception as exc:  # as for events: dead-letter, log, count, go on
             log.exception("processing item %s failed", item.item_id)
             return ItemOutcome("dlq", item, dlq=self._processing_error(raw, exc, where, key))
-        self.consecutive_errors = 0
+        self._errors_in_a_row[topic] = 0
         return outcome
 
     def _apply_item(self, item: Item) -> ItemOutcome:
@@ -443,10 +446,25 @@ class StreamProcessor:
             request = parse_forget(raw, default_ts=timestamp)
         except InvalidMessage as exc:
             return ForgetOutcome("dlq", dlq=self._dead_letter(raw, exc, where, key))
-        self.recommender.forget_user(request.user_id)
-        self.online.forget(request.user_id)
-        self.forgotten.add(request.user_id, request.ts)
+        # The ledger first: should the model raise half-way, a replay of the user's older
+        # events is still refused, and the dead letter says the request needs a retry.
+        # The request's time is never later than its record's: a body "ts" far in the future
+        # would otherwise swallow every later event of the user.
+        at = request.ts if timestamp is None else min(request.ts, timestamp)
+        self.forgotten.add(request.user_id, at)
+        try:
+            self.recommender.forget_user(request.user_id)
+            self.online.forget(request.user_id)
+        except Exception as exc:
+            log.exception("forget request at %s failed", where)
+            return ForgetOutcome("dlq", dlq=self._processing_error(raw, exc, where, key))
+        self._errors_in_a_row[topic] = 0
         return ForgetOutcome("forgotten", user_id=request.user_id)
+
+    @property
+    def consecutive_errors(self) -> int:
+        """The longest current run of processing errors on one input topic."""
+        return max(self._errors_in_a_row.values(), default=0)
 
     def reset_position(self, topic: str, partition: int, offset: int) -> None:
         """Read the partition from ``offset`` on (:mod:`recstream.offsets`); the model keeps

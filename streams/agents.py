@@ -57,7 +57,10 @@ async def process_forget(stream: Any) -> None:
     """`recstream forget`: the user leaves the model, the online evaluation, Redis and every
     checkpoint written from now on."""
     async for event in stream.events():
-        await runtime.current().on_forget(event.message)
+        try:
+            await runtime.current().on_forget(event.message)
+        except Exception:  # as for items: the processor dead-letters what it cannot apply
+            log.exception("forget agent: message at offset %s", event.message.offset)
 
 
 @app.task

@@ -71,6 +71,9 @@ class Checkpointing:
                 except TimeoutError:
                     log.warning("checkpoint: %d Redis writes still queued", self.redis.pending)
             changes, events = self.processor.changes, self.processor.events_processed
+            # Taken with the snapshot: a forget applied while this one is written asks for a
+            # prune after the *next* checkpoint, which will be the first without the user.
+            prune, self._prune_checkpoints = self._prune_checkpoints, False
             t0 = time.perf_counter()
             if background and hasattr(os, "fork"):
                 pid = self._fork_checkpoint_writer()
@@ -94,6 +97,7 @@ class Checkpointing:
             if os.waitstatus_to_exitcode(status) != 0:
                 self.metrics.checkpoint_errors.inc()
                 log.error("checkpoint writer %d failed (status %d); retried next time", pid, status)
+                self._prune_checkpoints |= prune
                 return None
             latest = self.store.latest()
             assert latest is not None
@@ -101,9 +105,8 @@ class Checkpointing:
         assert path is not None
         seconds = time.perf_counter() - t0
         self._saved_changes = changes
-        if self._prune_checkpoints and self.store is not None:
+        if prune and self.store is not None:
             removed = self.store.keep_only_latest()
-            self._prune_checkpoints = False
             log.info("checkpoint: %d older checkpoint(s) removed after a forget request", removed)
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(seconds)

@@ -226,14 +226,16 @@ class Runtime(Checkpointing, PartitionPositions):
                 key=message.key,
             )
             self._report_rewinds()
-            if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
-                return
-            m.item_updates.labels(action=out.status).inc()
-            if out.status == "deleted" and self.redis is not None:
+            applied = not await self._skipped_or_dead_lettered(out.status, out.dlq, message)
+            if applied:
+                m.item_updates.labels(action=out.status).inc()
+            if applied and out.status == "deleted" and self.redis is not None:
                 assert out.item is not None
                 await self.redis.delete_item(out.item.item_id)
         if out.status == "halted":  # the items agent stops too (outside the lock: checkpoints)
             await self._wait_while_halted()
+        if not applied:
+            return
         m.encode_queue.set(len(self.processor.encode_queue))
         waiting = self.processor.encode_queue.waiting
         if waiting == 1 or waiting >= s.encoder_max_queue:
@@ -258,8 +260,8 @@ class Runtime(Checkpointing, PartitionPositions):
                 self.metrics.users_forgotten.inc()
                 self._prune_checkpoints = True
                 log.info("forgot a user (request at offset %d)", message.offset)  # no id logged
-            elif await self._skipped_or_dead_lettered(out.status, out.dlq, message):
-                return
+            else:
+                await self._skipped_or_dead_lettered(out.status, out.dlq, message)
         if out.status == "halted":
             await self._wait_while_halted()
 
@@ -274,7 +276,8 @@ class Runtime(Checkpointing, PartitionPositions):
         elif status == "duplicate":
             m.duplicates.inc()
         elif status == "forgotten":
-            pass  # a forgotten user's event from before the request, replayed: not learned
+            # a forgotten user's event from before the request, replayed: not learned
+            m.forgotten_events_skipped.inc()
         elif status == "dlq":
             assert dlq is not None
             m.dlq.labels(reason=dlq["code"]).inc()
@@ -429,7 +432,7 @@ class Runtime(Checkpointing, PartitionPositions):
     async def publish_metrics(self, consumer: Any = None) -> dict[str, Any]:
         lags = await self.consumer_lag(consumer) if consumer is not None else {}
         snap = self.snapshot(lags)
-        await self.publish(self.settings.topic("metrics"), self.worker_id.encode(), _json(snap))
+        await self._send(self.settings.topic("metrics"), self.worker_id.encode(), _json(snap))
         return snap
 
     def health(self) -> dict[str, Any]:

@@ -172,12 +172,15 @@ start() {
     port_open "$tls_port" && die "127.0.0.1:$tls_port (REDIS_TLS_PORT) is in use"
     tls_files
   fi
+  # The append-only file holds every user's lists and profiles: private to this user (0700
+  # folder, 0600 files: redis-server creates them with the umask it inherits).
   mkdir -p "$state"
+  chmod 700 "$state"
   admin=$(secret "$(password_file default)" "${REDIS_PASSWORD:-}")
   worker=$(secret "$(password_file "$worker_user")" "${REDIS_WORKER_PASSWORD:-}")
   write_config "$admin" "$worker"
   : >"$state/redis.log"
-  redis-server "$state/redis.conf" 9>&- \
+  (umask 077 && exec redis-server "$state/redis.conf" 9>&-) \
     || die "redis-server did not start: $(tail -n 5 "$state/redis.log")"
   deadline=$((SECONDS + ${REDIS_START_TIMEOUT:-20}))
   # An append-only file is loaded before the first PONG (LOADING until then).

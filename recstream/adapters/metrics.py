@@ -235,6 +235,11 @@ class Metrics:
             "Forget requests applied (recstream forget): users removed from the state and Redis",
             registry=r,
         )
+        self.forgotten_events_skipped = Counter(
+            "recstream_forgotten_events_skipped_total",
+            "Events of a forgotten user from before the request (a replay), not learned",
+            registry=r,
+        )
         self.kafka_up = Gauge(
             "recstream_kafka_up",
             "1 when the broker answered the worker's last offsets request (every metrics "

@@ -303,8 +303,10 @@ class RedisSink:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._forget |= forget
-            _put_back(self._lists, lists)
-            _put_back(self._profiles, profiles)
+            # A user forgotten while this pipeline was in flight gets nothing back: their old
+            # list must not follow the deletion into Redis.
+            _put_back(self._lists, {u: v for u, v in lists.items() if u not in self._forget})
+            _put_back(self._profiles, {u: v for u, v in profiles.items() if u not in self._forget})
             self._trim()
             self._failed(exc)
             return

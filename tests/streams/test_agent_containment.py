@@ -176,3 +176,22 @@ def test_items_agent_survives_poison_items_and_deletes_by_tombstone(harness: Har
     live = set(harness.processor.recommender.index.ids) - {"i2", "i3"}
     ranked = {r.item_id for r in harness.processor.recommender.recommend("x", 30)}
     assert ranked == live and "n1" in ranked
+
+
+def test_a_halted_worker_stops_its_items_and_forget_agents_too(harness: Harness) -> None:
+    harness.processor.halted = "test: halted"
+    topic = harness.settings.topic("items")
+
+    async def scenario() -> None:
+        from recstream.pipeline import KafkaMessage
+
+        item = KafkaMessage(b'{"item_id": "n1"}', topic, 0, 0, 1.0, key=b"n1")
+        forget = KafkaMessage(b'{"user_id": "u1"}', harness.settings.topic("forget"), 0, 0, 1.0)
+        for call in (harness.runtime.on_item(item), harness.runtime.on_forget(forget)):
+            task = asyncio.ensure_future(call)
+            await asyncio.sleep(0.1)
+            assert not task.done(), "an agent went on while the worker is halted"
+            task.cancel()
+
+    run(scenario)
+    assert harness.processor.positions.next_offset(topic, 0) is None  # nothing applied

@@ -33,7 +33,9 @@ def _handle(proc: StreamProcessor, value: bytes | None, offset: int, key: bytes 
     return proc.handle_events([KafkaMessage(value, "events", 0, offset, timestamp=1.0, key=key)])[0]
 
 
-def test_a_failed_learn_leaves_no_trace_and_the_event_can_be_replayed() -> None:
+def test_a_failed_learn_leaves_no_bookkeeping_and_the_event_can_be_replayed() -> None:
+    # The stream's bookkeeping (dedup, counts, online evaluation) only: what a model bug leaves
+    # inside the model is the model's (README, "No message stops the worker").
     proc = _processor()
     proc.handle_events([KafkaMessage(_event("u1", "i1"), "events", 0, 0, 1.0)])  # a list shown
     learn = proc.recommender.learn
@@ -125,3 +127,34 @@ def test_a_success_resets_the_count() -> None:
     assert proc.halted is None and proc.consecutive_errors == 1
     assert _handle(proc, _event("u-bad", "i2", event_id="e5"), 5).status == "dlq"
     assert proc.halted is not None
+
+
+def test_successes_on_another_topic_do_not_hide_a_failing_events_stream() -> None:
+    proc = _processor(max_consecutive_errors=5)
+    proc.recommender.learn = lambda event: (_ for _ in ()).throw(RuntimeError("bug"))  # type: ignore[method-assign]
+    item = 100
+    for n in range(5):
+        proc.handle_item(Item(f"n{n}").to_json(), topic="items", partition=0, offset=item + n)
+        assert _handle(proc, _event("u1", "i1", event_id=f"e{n}"), n).status == "dlq"
+    assert proc.halted is not None and "on events" in proc.halted
+
+
+def test_a_failing_forget_is_dead_lettered_and_still_guards_replays() -> None:
+    proc = _processor()
+    _handle(proc, _event("u1", "i1", event_id="e0"), 0)
+    proc.recommender.forget_user = lambda user_id: (_ for _ in ()).throw(KeyError(user_id))  # type: ignore[method-assign]
+    out = proc.handle_forget(
+        b'{"user_id": "u1"}', topic="forget", partition=0, offset=0, timestamp=5.0
+    )
+    assert out.status == "dlq" and out.dlq is not None and out.dlq["code"] == "processing_error"
+    late_replay = KafkaMessage(_event("u1", "i2", event_id="e1"), "events", 0, 1, timestamp=4.0)
+    assert proc.handle_events([late_replay])[0].status == "forgotten"
+
+
+def test_a_forget_request_from_the_future_is_capped_at_its_record_time() -> None:
+    proc = _processor()
+    proc.handle_forget(
+        b'{"user_id": "u1", "ts": 1e15}', topic="forget", partition=0, offset=0, timestamp=5.0
+    )
+    later = KafkaMessage(_event("u1", "i2", event_id="e1"), "events", 0, 0, timestamp=6.0)
+    assert proc.handle_events([later])[0].status == "ok"

@@ -71,8 +71,8 @@ class StubPipeline:
     def expire(self, key: str, seconds: int) -> None:
         pass
 
-    def delete(self, key: str) -> None:
-        self.ops.append(lambda: self.client.data.pop(key, None))
+    def delete(self, *keys: str) -> None:
+        self.ops.append(lambda: [self.client.data.pop(key, None) for key in keys])
 
     async def execute(self) -> list[None]:
         if self.client.gate is not None:
@@ -274,3 +274,26 @@ def test_the_gauges_read_the_sink() -> None:
     assert "recstream_redis_up 1.0" in text
     assert 'recstream_redis_pending_writes{kind="list"} 0.0' in text
     assert 'recstream_redis_dropped_writes_total{kind="item"} 0.0' in text
+
+
+def test_a_forgotten_user_stays_forgotten_through_a_failed_pipeline() -> None:
+    async def scenario(sink: RedisSink, stub: StubRedis) -> None:
+        await until(lambda: sink.up)
+        await sink.put_recommendation("u1", b"old", np.ones(4, dtype=np.float32))
+        await sink.put_recommendation("u2", b"keep", None)
+        await until(lambda: "p:recs:u1" in stub.data)
+        stub.gate = asyncio.Event()  # the next pipeline waits mid-flight...
+        await sink.put_recommendation("u1", b"newer", None)
+        await sink.put_recommendation("u2", b"kept", None)
+        await asyncio.sleep(0.02)
+        sink.forget_user("u1")  # ...while u1 asks to be forgotten
+        stub.down = True
+        stub.gate.set()  # ...and then fails
+        await until(lambda: not sink.up)
+        stub.gate, stub.down = None, False
+        await until(lambda: sink.pending == 0 and sink.up)
+
+    sink = run(scenario)
+    data = sink.client.data  # type: ignore[attr-defined]
+    assert "p:recs:u1" not in data and "p:user:u1" not in data
+    assert data["p:recs:u2"] == b"kept"
