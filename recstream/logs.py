@@ -71,7 +71,7 @@ class RateLimitFilter(logging.Filter):
         if seen.suppressed:
             record.msg = f"{record.getMessage()} [{seen.suppressed} more like this in the last "
             record.msg += f"{now - seen.last_emitted:.0f} s]"
-            record.args = None
+            record.args = ()  # not None: mode's formatter would make it (None,)
         seen.last_emitted, seen.suppressed = now, 0
         return True
 

@@ -30,6 +30,7 @@ class PartitionPositions:
     topic_ids: dict[str, str]
     topic_id_reader: Callable[[list[str]], dict[str, str]] | None
     ready: bool
+    lock: asyncio.Lock
 
     async def resume_offsets(self, consumer: Any, source_topics: set[str]) -> dict[TP, int]:
         """Make the group's committed offsets those of the restored state (every rebalance).
@@ -87,8 +88,9 @@ class PartitionPositions:
 
         A re-created topic that already holds more messages than the old position gives the
         consumer no error: it would read on from the old offset and skip the new log's first
-        messages. Seeking to 0 makes the processor see the jump back to a new log
-        (StreamProcessor._accept). Returns the re-created topics.
+        messages. So every position the state holds for the topic goes back to 0 (also those
+        of partitions not assigned right now: the next rebalance resumes them at 0), and the
+        assigned ones are sought there. Returns the re-created topics.
         """
         if self.topic_id_reader is None:
             return set()
@@ -101,14 +103,31 @@ class PartitionPositions:
             log.debug("topic ids unavailable: %s", exc)
             return set()
         recreated = {t for t, tid in now.items() if self.topic_ids.get(t) not in (None, tid)}
-        self.topic_ids.update(now)
-        for tp in sorted(consumer.assignment()):
-            if tp.topic in recreated:
-                log.warning(
-                    "offsets: %s was re-created: reading [%d] from 0", tp.topic, tp.partition
-                )
-                await consumer.seek(tp, 0)
+        if not recreated:
+            return recreated
+        async with self.lock:  # between two batches: positions and seeks move together
+            for topic in sorted(recreated):
+                self._read_recreated_topic_from_start(topic)
+            self.topic_ids.update(now)
+            for tp in sorted(consumer.assignment()):
+                if tp.topic in recreated:
+                    await consumer.seek(tp, 0)
         return recreated
+
+    def _read_recreated_topic_from_start(self, topic: str) -> None:
+        positions = self.processor.positions.as_dict()
+        for (name, partition), old in sorted(positions.items()):
+            if name != topic or old == 0:
+                continue
+            log.warning(
+                "offsets: %s[%d]: the topic was re-created (new topic id): the state's position "
+                "%d belonged to the deleted log; reading the new one from 0",
+                topic,
+                partition,
+                old,
+            )
+            self.processor.reset_position(topic, partition, 0)
+            self.metrics.offset_resets.labels(reason="topic_recreated").inc()
 
     async def _reset_senseless_offsets(self, consumer: Any, assigned: list[TP]) -> None:
         """Apply :mod:`recstream.offsets` to every assigned partition: a position into a
