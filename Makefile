@@ -28,7 +28,7 @@ KAFKA := deploy/kafka/kafka.sh
 REDIS := deploy/redis/redis.sh
 PROMETHEUS := deploy/prometheus/prometheus.sh
 
-.PHONY: help setup stack up down status test lint run bench clean distclean
+.PHONY: help setup stack up down status test lint run bench chaos clean distclean
 
 help:
 	@echo "make setup   create .venv and install the project (seconds when up to date)"
@@ -37,6 +37,7 @@ help:
 	@echo "make run     setup + up + the streaming worker (deploy/run.sh)"
 	@echo "make test    setup + up + pytest (unit, streams, integration) + ruff, then down"
 	@echo "make down    stop every service started by make up"
+	@echo "make chaos   setup + up + reliability experiments -> docs/reliability.md (~6-8 min)"
 	@echo "make status | lint | bench | stack | clean | distclean"
 
 # The stamp depends on pyproject.toml: a changed dependency list reinstalls, otherwise no-op.
@@ -87,6 +88,12 @@ run: setup up
 
 bench: setup up
 	$(PY) bench/run.py
+
+# Reliability experiments (bench/chaos.py): hostile stream, Redis and broker outages (private
+# servers: the shared ones are never stopped), SIGKILL, a re-created topic. Writes
+# docs/reliability.md and bench/chaos.json; fails when an experiment finds a defect.
+chaos: setup up
+	$(PY) bench/chaos.py
 
 clean: down
 	rm -rf .stack .pytest_cache .ruff_cache
