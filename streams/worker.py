@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         rt = build_runtime(settings)
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError) as exc:  # no broker; a bad credential or TLS setting
         print(f"recstream worker: error: {exc}", file=sys.stderr)
         return 1
     runtime.install(rt)
@@ -247,7 +247,11 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streams.worker", description=__doc__)
     configure_parser(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except ValueError as exc:  # a setting that cannot work: one line, as `recstream worker` does
+        print(f"python -m streams.worker: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

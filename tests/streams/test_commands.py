@@ -60,3 +60,30 @@ def test_consume_line_is_readable() -> None:
     assert "[7 items · 4.2 ms · after e-1]" in line
     empty = format_line({"user_id": "u1", "items": []})
     assert "(nothing to recommend)" in empty
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RECSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "RECSTREAM_KAFKA_USERNAME"),
+        ({"RECSTREAM_WEB_TOKEN_FILE": "/nonexistent/token"}, "RECSTREAM_WEB_TOKEN_FILE"),
+        ({"RECSTREAM_ALLOW_UNKNOWN_ITEMS": "perhaps"}, "RECSTREAM_ALLOW_UNKNOWN_ITEMS"),
+        (["forget"], "USER_ID"),
+        (["forget", "bad\tid"], "unprintable"),
+    ],
+)
+def test_settings_that_cannot_work_get_one_line(env: dict | list, message: str) -> None:
+    import os
+
+    if isinstance(env, list):  # a command line, not settings
+        result = recstream(*env)
+    else:
+        result = subprocess.run(
+            [sys.executable, "-m", "recstream.cli", "worker"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, **env},
+        )  # fmt: skip
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
