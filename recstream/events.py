@@ -130,6 +130,14 @@ def decode_json_object(raw: bytes | str | dict, max_bytes: int = DEFAULT_MAX_BYT
     """Bytes/str/dict -> dict, rejecting oversized, non-UTF-8, malformed and non-object input."""
     if isinstance(raw, dict):
         return raw
+    obj = decode_json_value(raw, max_bytes)
+    if not isinstance(obj, dict):
+        raise InvalidMessage("bad_json", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def decode_json_value(raw: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Bytes/str -> any JSON value, rejecting oversized, non-UTF-8 and malformed input."""
     if isinstance(raw, str):
         raw = raw.encode()
     if not isinstance(raw, bytes | bytearray | memoryview):
@@ -151,8 +159,6 @@ def decode_json_object(raw: bytes | str | dict, max_bytes: int = DEFAULT_MAX_BYT
         raise InvalidMessage("bad_json", "invalid JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer of over 4,300 digits (int_max_str_digits)
         raise InvalidMessage("bad_json", f"invalid JSON: {exc!s:.120}") from None
-    if not isinstance(obj, dict):
-        raise InvalidMessage("bad_json", f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 

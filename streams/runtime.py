@@ -89,6 +89,7 @@ class Runtime(Checkpointing, PartitionPositions):
         encoder: Any = None,
         encoder_factory: Callable[[], Any] | None = None,
         topic_id_reader: Callable[[list[str]], dict[str, str]] | None = None,
+        send_event: Publish | None = None,
     ) -> None:
         self.settings = settings
         self.processor = processor
@@ -100,6 +101,8 @@ class Runtime(Checkpointing, PartitionPositions):
         self.encoder_factory = encoder_factory
         # Blocking (kafka-python admin): called in a thread at each rebalance, see resume_offsets
         self.topic_id_reader = topic_id_reader
+        # POST /events: produce one event and wait until Kafka has it (tests replace it)
+        self.send_event = send_event
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = time.time()
         self.ready = False
@@ -264,6 +267,24 @@ class Runtime(Checkpointing, PartitionPositions):
                 await self._skipped_or_dead_lettered(out.status, out.dlq, message)
         if out.status == "halted":
             await self._wait_while_halted()
+
+    async def intake(self, batch: list[tuple[bytes, bytes]]) -> int:
+        """Produce validated events (``POST /events``) to the events topic, waiting for Kafka's
+        acknowledgement of each; returns how many it took (in order, the first refusal ends)."""
+        if self.send_event is None:
+            raise RuntimeError("no event intake configured")
+        topic = self.settings.topic("events")
+        sent = 0
+        for key, value in batch:
+            try:
+                await self.send_event(topic, key, value)
+            except Exception as exc:
+                self.metrics.kafka_send_errors.inc()
+                log.error("intake: Kafka refused an event: %s: %.200s", type(exc).__name__, exc)
+                break
+            sent += 1
+        self.metrics.intake_events.inc(sent)
+        return sent
 
     async def _skipped_or_dead_lettered(
         self, status: str, dlq: dict[str, Any] | None, message: Message

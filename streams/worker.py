@@ -136,6 +136,10 @@ def build_runtime(settings: Settings):
         future = await app.producer.send(topic, key, value, None, None, None)
         future.add_done_callback(delivered)
 
+    async def send_event(topic: str, key: bytes | None, value: bytes) -> None:
+        # POST /events: the client is told "accepted" only once Kafka has the event.
+        await app.producer.send_and_wait(topic, key, value, None, None, None)
+
     def make_encoder():
         from recstream.encoder import ItemEncoder
 
@@ -170,6 +174,7 @@ def build_runtime(settings: Settings):
         encoder=encoder,
         encoder_factory=make_encoder,
         topic_id_reader=lambda names: topic_ids(settings, names),
+        send_event=send_event,
     )
 
 

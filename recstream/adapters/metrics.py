@@ -230,6 +230,11 @@ class Metrics:
             "Unix time of the last checkpoint",
             registry=r,
         )
+        self.intake_events = Counter(
+            "recstream_intake_events_total",
+            "Events accepted by POST /events and produced to the events topic",
+            registry=r,
+        )
         self.users_forgotten = Counter(
             "recstream_users_forgotten_total",
             "Forget requests applied (recstream forget): users removed from the state and Redis",
