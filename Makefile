@@ -48,12 +48,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	@touch $@
 
-# System packages (apt-get when root and missing) and the Kafka jars (Maven Central, once).
+# System packages (apt-get when root and missing), the Kafka jars (Maven Central, once), and
+# Debian's headless Chromium + chromedriver for the live page's browser test.
 stack:
 	@$(REDIS) install
 	@$(PROMETHEUS) install || echo "stack: continuing without Prometheus"
 	@$(KAFKA) fetch
 	@$(KAFKA) tools
+	@deploy/browser.sh install
 
 up: stack
 	@$(KAFKA) start --brokers $(BROKERS)

@@ -3,8 +3,9 @@
 #
 #   1. starts the worker in the background (log: .stack/run/worker.log) and waits for /healthz;
 #   2. replays a stream into Kafka with `recstream produce` (catalogue first, then events);
-#   3. prints every recommendation as it is published (`recstream consume --follow`);
-#   4. prints the URLs of /metrics, /recommendations/<user> and Prometheus.
+#   3. prints every recommendation as it is published (`recstream consume --follow`), with
+#      shortened item titles (the consumer reads the items topic too);
+#   4. prints the URLs: the live page (/), /metrics, /recommendations/<user> and Prometheus.
 # Ctrl-C stops the worker cleanly (it checkpoints on SIGTERM) and the other children. The stack
 # is left running, so the next `make run` resumes from the checkpoint: `make down` stops it.
 #
@@ -109,8 +110,12 @@ fi
 producer=$!
 pids+=("$producer")
 
+# The live page needs the token too, when the worker has one: given once in the URL.
+page="http://127.0.0.1:$port/"
+[[ -n ${RECSTREAM_WEB_TOKEN:-}${RECSTREAM_WEB_TOKEN_FILE:-} ]] && page+="?token=<your token>"
 cat <<EOF
 run: replaying ${DATA:-a synthetic stream (seed $SEED)} at ${RATE/#0/max} events/s
+run:   live page        open $page  (pick a user, press view / click / buy)
 run:   metrics          http://127.0.0.1:$port/metrics
 run:   recommendations  http://127.0.0.1:$port/recommendations/$user?k=10
 run:   health           http://127.0.0.1:$port/healthz

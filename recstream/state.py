@@ -24,6 +24,7 @@ session starts after ``session_gap_s`` seconds of inactivity.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +126,11 @@ class UserStore:
 
     def get(self, user_id: str) -> UserState | None:
         return self._users.get(user_id)
+
+    def most_active(self, n: int) -> list[tuple[str, int]]:
+        """The ``n`` users with the most events, most first (ties: the earlier user first)."""
+        top = heapq.nlargest(n, self._users.items(), key=lambda kv: kv[1].n_events)
+        return [(user_id, state.n_events) for user_id, state in top]
 
     def forget(self, user_id: str) -> bool:
         """Drop everything stored about ``user_id``; True when there was something."""

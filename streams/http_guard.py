@@ -5,7 +5,11 @@ An aiohttp middleware, given to Faust's web server through ``web_application_opt
 
 * With a token (``RECSTREAM_WEB_TOKEN`` / ``_FILE``) every request needs
   ``Authorization: Bearer <token>``, compared in constant time; without one the server is open,
-  which is why it binds 127.0.0.1 unless told otherwise.
+  which is why it binds 127.0.0.1 unless told otherwise. Two exceptions, both for the live page:
+  the page's own files (``GET /``, ``/static/...``: HTML and JS with no data in them, which a
+  browser fetches before it has the token) are served to anyone, and the server-sent-event
+  stream also takes the token as ``?token=`` (``EventSource`` cannot send headers), on that
+  route only, compared in constant time too.
 * A client error (4xx) is answered as JSON and logged as one line, never with a traceback; a
   server error (an exception in a view) is logged as one line with its type and answered with a
   generic 500 that leaks nothing of the worker's internals.
@@ -51,21 +55,37 @@ def quiet_client_errors() -> None:
         server_log.addFilter(ClientErrorsWithoutTracebacks())
 
 
+# The live page's files: served without the token (they hold no data; see the docstring).
+PUBLIC_PATHS = frozenset({"/", "/static/live.js", "/static/live.css"})
+# The one route that also takes ``?token=``: EventSource cannot send an Authorization header.
+QUERY_TOKEN_PATHS = frozenset({"/stream/recommendations"})
+
+
+def authorized(request: web.Request, token: str) -> bool:
+    """Does ``request`` carry ``token`` (as its route allows)? Constant-time comparisons."""
+    if request.method in ("GET", "HEAD") and request.path in PUBLIC_PATHS:
+        return True
+    given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+    if hmac.compare_digest(given, f"Bearer {token}".encode()):
+        return True
+    if request.path in QUERY_TOKEN_PATHS:
+        query = request.query.get("token", "").encode("utf-8", "replace")
+        return hmac.compare_digest(query, token.encode())
+    return False
+
+
 def guard(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """The middleware; ``token`` "" = no authentication."""
-    expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token:
-            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-            if not hmac.compare_digest(given, expected):
-                log.info("HTTP 401 %s %s from %s", request.method, request.path, request.remote)
-                return web.json_response(
-                    {"error": "unauthorized: send Authorization: Bearer <token>"},
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="recstream"'},
-                )
+        if token and not authorized(request, token):
+            log.info("HTTP 401 %s %s from %s", request.method, request.path, request.remote)
+            return web.json_response(
+                {"error": "unauthorized: send Authorization: Bearer <token>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="recstream"'},
+            )
         try:
             return await handler(request)
         except web.HTTPException as exc:

@@ -4,8 +4,9 @@ The logic is in :class:`recstream.pipeline.StreamProcessor` (pure); this class o
 between it and the outside world — Kafka (through Faust topics), Redis, Prometheus, the encoder
 thread and the checkpoint directory — and holds the lock that keeps checkpoints consistent.
 
-Two concerns live in their own files as mixins: checkpoints (:mod:`streams.checkpointing`) and
-where each partition resumes (:mod:`streams.partition_positions`).
+Three concerns live in their own files as mixins: checkpoints (:mod:`streams.checkpointing`),
+where each partition resumes (:mod:`streams.partition_positions`) and what the live page reads
+(:mod:`streams.live`).
 
 One :class:`Runtime` per process, installed by ``recstream worker`` (:func:`install`) before the
 Faust worker starts, or by a test with fake outputs.
@@ -38,6 +39,7 @@ from recstream.dead_letters import dead_letter_key
 from recstream.events import Item
 from recstream.pipeline import StreamProcessor
 from streams.checkpointing import Checkpointing
+from streams.live import Catalogue, LiveFeed, Subscribers
 from streams.partition_positions import PartitionPositions
 
 log = logging.getLogger("recstream.worker")
@@ -75,7 +77,7 @@ def encoder_threads() -> int:
     return max(1, cpus - 1)
 
 
-class Runtime(Checkpointing, PartitionPositions):
+class Runtime(Checkpointing, PartitionPositions, LiveFeed):
     def __init__(
         self,
         settings: Settings,
@@ -123,6 +125,9 @@ class Runtime(Checkpointing, PartitionPositions):
         # Event messages between the agent (which only queues them) and the batch task. Bounded:
         # a full inbox makes the agent wait, so Faust stops fetching — backpressure, not memory.
         self.inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=max(1, settings.batch_max))
+        # The live page (streams/live.py): titles from the items topic, and the open streams.
+        self.catalogue = Catalogue()
+        self.subscribers = Subscribers()
 
     # -- inputs ------------------------------------------------------------------------------
     async def submit_event(self, message: Message) -> None:
@@ -202,6 +207,7 @@ class Runtime(Checkpointing, PartitionPositions):
                     m.recommendations.inc()
                 if self.redis is not None:  # queued: the writer task pipelines it
                     await self.redis.put_recommendation(out.event.user_id, body, out.profile)
+                self.subscribers.publish(out.event.user_id, body)  # never waits
             for event_type, n in learned.items():
                 m.events.labels(type=event_type).inc(n)
             m.model_updates.inc(learned.total())
@@ -232,6 +238,8 @@ class Runtime(Checkpointing, PartitionPositions):
             applied = not await self._skipped_or_dead_lettered(out.status, out.dlq, message)
             if applied:
                 m.item_updates.labels(action=out.status).inc()
+                if out.item is not None:
+                    self.catalogue.apply(out.item)
             if applied and out.status == "deleted" and self.redis is not None:
                 assert out.item is not None
                 await self.redis.delete_item(out.item.item_id)
