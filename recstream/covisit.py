@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from recstream.deltas import combine_covisit
 from recstream.events import Event, ScoredItem
 from recstream.index import ItemIndex, grow
 from recstream.state import DEFAULT_EVENT_WEIGHTS, StreamModel, UserStore
@@ -102,6 +103,36 @@ class SparseRows:
                 else:
                     vals[a][p] += w
 
+    def add_pairs(self, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
+        """``add(i, j, x)`` and ``add(j, i, x)`` for each ``(i, j, x)`` of the three arrays.
+
+        For merging another replica's counts; repeated pairs are summed first.
+        """
+        if not len(a):
+            return
+        n = int(max(a.max(), b.max())) + 1
+        self._ensure(n)
+        # one entry per (row, col), sorted by row: repeated pairs are summed first
+        keys = np.concatenate([a, b]).astype(np.int64) * n + np.concatenate([b, a])
+        keys, inverse = np.unique(keys, return_inverse=True)
+        weights = np.bincount(inverse, np.concatenate([w, w]), minlength=keys.size)
+        rows, cols = keys // n, keys % n
+        pos_rows, size, cols_rows, vals_rows = self._pos, self._size, self._cols, self._vals
+        for r, c, x in zip(rows.tolist(), cols.tolist(), weights.tolist(), strict=True):
+            pos = pos_rows[r]
+            p = pos.get(c)
+            if p is None:
+                p = size[r]
+                if p == cols_rows[r].shape[0]:
+                    cols_rows[r] = grow(cols_rows[r], p + 1)
+                    vals_rows[r] = grow(vals_rows[r], p + 1)
+                cols_rows[r][p] = c
+                vals_rows[r][p] = x
+                pos[c] = p
+                size[r] = p + 1
+            else:
+                vals_rows[r][p] += x
+
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if i >= len(self._pos):
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
@@ -162,6 +193,9 @@ class CoVisitation(StreamModel):
     """
 
     reason_text = "viewed together with {}"
+    # Item-side changes since the last export_delta(); None: not tracking (the class default
+    # also covers models pickled before deltas existed).
+    _journal: dict[str, list] | None = None
 
     def __init__(
         self,
@@ -199,6 +233,9 @@ class CoVisitation(StreamModel):
         """Count one event (item at ``row``); no user-store bookkeeping (used by the hybrid)."""
         self._events = grow(self._events, row + 1)
         self._events[row] += 1
+        journal = self._journal
+        if journal is not None:
+            journal["events"].append(row)
         if event_type not in self.types:
             return
         w = self.weights.get(event_type, 0.0)
@@ -208,7 +245,10 @@ class CoVisitation(StreamModel):
         if history is None:
             history = self._history[user_id] = deque(maxlen=self.window)
         others = [prev for prev, _ in history if prev != row]
-        self.pairs.add_symmetric(row, others, [w * wp for prev, wp in history if prev != row])
+        pair_weights = [w * wp for prev, wp in history if prev != row]
+        self.pairs.add_symmetric(row, others, pair_weights)
+        if journal is not None:
+            journal["pairs"].append((row, others, pair_weights, w))
         self._n = grow(self._n, row + 1)
         self._isq = grow(self._isq, row + 1)
         self._n[row] += w
@@ -218,6 +258,65 @@ class CoVisitation(StreamModel):
     def learn(self, event: Event) -> None:
         row, _ = self._observe(event)
         self.update(event.user_id, row, event.type)
+
+    # -- item deltas (recstream.deltas): replicas that learn from different users -------------
+    def track_deltas(self) -> None:
+        """Record item-side changes from now on, for :meth:`export_delta` (idempotent)."""
+        if self._journal is None:
+            self._journal = {"events": [], "pairs": []}
+
+    def export_delta(self) -> dict:
+        """The item-side changes learned since the last export (or :meth:`track_deltas`), keyed
+        by item id (format: :mod:`recstream.deltas`); what :meth:`merge_delta` added is not in it.
+        """
+        journal = self._journal
+        if journal is None:
+            raise RuntimeError("call track_deltas() before export_delta()")
+        self._journal = {"events": [], "pairs": []}
+        a: list[int] = []
+        b: list[int] = []
+        w: list[float] = []
+        for row, others, pair_weights, _ in journal["pairs"]:
+            a.extend([row] * len(others))
+            b.extend(others)
+            w.extend(pair_weights)
+        norm_rows = [row for row, *_ in journal["pairs"]]
+        parts = (journal["events"], norm_rows, a, b)
+        rows = np.unique(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]))
+        at = {
+            name: np.searchsorted(rows, np.asarray(p, dtype=np.int64))
+            for name, p in zip(("events", "norm", "a", "b"), parts, strict=True)
+        }
+        ids = self.index.ids
+        raw = {
+            "items": [ids[r] for r in rows.tolist()],
+            "norm": np.bincount(at["norm"], [x for *_, x in journal["pairs"]], rows.size),
+            "events": np.bincount(at["events"], minlength=rows.size).astype(np.float64),
+            "pair_a": at["a"],
+            "pair_b": at["b"],
+            "pair_w": np.asarray(w, dtype=np.float64),
+        }
+        return combine_covisit([raw], [1.0])  # coalesces repeated pairs
+
+    def merge_delta(self, delta: dict) -> None:
+        """Add another replica's :meth:`export_delta` (or a combination of several)."""
+        items = delta["items"]
+        if not items:
+            return
+        index = self.index
+        rows = np.fromiter((index.add(i) for i in items), dtype=np.int64, count=len(items))
+        n = len(index)
+        self._events = grow(self._events, n)
+        self._n = grow(self._n, n)
+        self._isq = grow(self._isq, n)
+        self._events[rows] += delta["events"]
+        norm = np.asarray(delta["norm"], dtype=np.float64)
+        self._n[rows] += norm
+        changed = rows[norm != 0]
+        self._isq[changed] = 1.0 / np.sqrt(self._n[changed])  # as update() computes it
+        pair_a = rows[np.asarray(delta["pair_a"], dtype=np.int64)]
+        pair_b = rows[np.asarray(delta["pair_b"], dtype=np.int64)]
+        self.pairs.add_pairs(pair_a, pair_b, np.asarray(delta["pair_w"], dtype=np.float64))
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine co-visitation similarity between two item ids."""

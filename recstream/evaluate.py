@@ -345,6 +345,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip BERT encoding (no content signal for the hybrid, no diversity)",
     )
+    parser.add_argument(
+        "--shards",
+        type=positive_int,
+        metavar="N",
+        help="the hybrid as N workers: users hashed over N shards (Kafka's partitioner) that "
+        "exchange item-side deltas (recstream/sharded.py); 1 gives the single model's numbers",
+    )
+    parser.add_argument(
+        "--sync-interval",
+        type=positive_int,
+        default=1000,
+        metavar="T",
+        help="with --shards: exchange item deltas every T events of the stream (default 1000)",
+    )
+
+
+def _build(name: str, args: argparse.Namespace):
+    """The model to evaluate: ``build_model``, or the hybrid as a group of shards."""
+    if getattr(args, "shards", None) is None:
+        return build_model(name, seed=args.seed)
+    from recstream.sharded import ShardedRecommender
+
+    return ShardedRecommender(args.shards, args.sync_interval, seed=args.seed)
 
 
 def _encode(items: Sequence[Item], use_cache: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -387,6 +410,8 @@ def _clean(value: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from recstream.datasets import load_dataset
 
+    if getattr(args, "shards", None) is not None and (args.model != "hybrid" or args.plot):
+        raise ValueError("--shards simulates workers of the hybrid: no --model or --plot with it")
     items, events = load_dataset(args.data_dir)
     if args.limit is not None:
         events = events[: args.limit]
@@ -402,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     curves: dict[str, tuple[list[int], list[bool]]] = {}
     for name in names:
-        model = build_model(name, seed=args.seed)
+        model = _build(name, args)
         positions: list[int] = []
         hits: list[bool] = []
 
@@ -424,6 +449,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if hasattr(model, "config"):
             result["config"] = dataclasses.asdict(model.config)
+        if hasattr(model, "sync_interval"):  # a ShardedRecommender: the exchange's statistics
+            result.update(model.stats())
         results[name] = result
         curves[name] = (positions, hits)
 

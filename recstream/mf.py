@@ -96,6 +96,13 @@ class ImplicitMF(StreamModel):
     """
 
     reason_text = "matches your taste"
+    # Item-side tracking for export_delta() (None: not tracking; class defaults also cover
+    # models pickled before deltas existed): rows stepped since the last export, the item
+    # factors and biases as of then (plus what was merged since), global-mean count and sum.
+    _dirty: set[int] | None = None
+    _Q_base: np.ndarray | None = None
+    _bi_base: np.ndarray | None = None
+    _mean_base: tuple[float, float] = (0.0, 0.0)
 
     def __init__(
         self,
@@ -198,6 +205,11 @@ class ImplicitMF(StreamModel):
             # River's initialiser, one row at a time in row order: reproducible for a seed
             self._Q[r] = self.initializer(shape=self.n_factors)
         self._Q32[self._n_init : n] = self._Q[self._n_init : n]
+        if self._Q_base is not None:  # a new row's base is its initial value: no step yet
+            self._Q_base = grow(self._Q_base, n)
+            self._bi_base = grow(self._bi_base, n)
+            self._Q_base[self._n_init : n] = self._Q[self._n_init : n]
+            self._bi_base[self._n_init : n] = self._bi[self._n_init : n]
         self._n_init = n
 
     def _user_row(self, user_id: str) -> int:
@@ -271,6 +283,8 @@ class ImplicitMF(StreamModel):
             self._learn_river(user_id, rows, ys)
         else:
             self._learn_numpy(user_id, rows, ys)
+        if self._dirty is not None:
+            self._dirty.update(rows)
         if len(self._pool) < self._pool_size:
             self._pool.append(row)
         else:
@@ -344,6 +358,70 @@ class ImplicitMF(StreamModel):
         row = self.index.add(event.item_id)
         self.update(event.user_id, row, event.type)
         self._observe(event)
+
+    # -- item deltas (recstream.deltas): replicas that learn from different users -------------
+    def track_deltas(self) -> None:
+        """Record item-side steps from now on, for :meth:`export_delta` (idempotent)."""
+        if self._dirty is None:
+            self._dirty = set()
+            self._Q_base, self._bi_base = self._Q.copy(), self._bi.copy()
+            n = float(self.global_mean.n)
+            self._mean_base = (n, n * self.global_mean.get())
+
+    def export_delta(self) -> dict:
+        """Per item id, the sum of the steps applied to its factors and bias since the last
+        export (current value minus the value then; merged steps excluded), and the count and
+        sum of the targets behind the global mean (format: :mod:`recstream.deltas`)."""
+        if self._dirty is None:
+            raise RuntimeError("call track_deltas() before export_delta()")
+        rows = np.array(sorted(self._dirty), dtype=np.int64)
+        self._dirty = set()
+        factors = self._Q[rows] - self._Q_base[rows]
+        biases = self._bi[rows] - self._bi_base[rows]
+        self._Q_base[rows] = self._Q[rows]
+        self._bi_base[rows] = self._bi[rows]
+        n = float(self.global_mean.n)
+        total = n * self.global_mean.get()
+        mean_n, mean_sum = n - self._mean_base[0], total - self._mean_base[1]
+        self._mean_base = (n, total)
+        ids = self.index.ids
+        return {
+            "items": [ids[r] for r in rows.tolist()],
+            "factors": factors,
+            "biases": biases,
+            "mean_n": mean_n,
+            "mean_sum": mean_sum,
+        }
+
+    def merge_delta(self, delta: dict) -> None:
+        """Add another replica's steps (:meth:`export_delta`, or several combined) to the item
+        factors, biases and global mean; they are not exported again."""
+        items = delta["items"]
+        index = self.index
+        rows = np.fromiter((index.add(i) for i in items), dtype=np.int64, count=len(items))
+        if len(rows):
+            self._ensure_items()  # an item first seen here starts from its initial value
+            factors = np.asarray(delta["factors"], dtype=np.float64)
+            biases = np.asarray(delta["biases"], dtype=np.float64)
+            self._Q[rows] += factors
+            self._bi[rows] += biases
+            self._Q32[rows] = self._Q[rows]
+            if self._Q_base is not None:
+                self._Q_base[rows] += factors
+                self._bi_base[rows] += biases
+            if self._river is not None:  # River's own dicts are the reference engine's truth
+                for item_id, r in zip(items, rows.tolist(), strict=True):
+                    if item_id in self._river.i_latents:
+                        self._river.i_latents[item_id] = self._Q[r].copy()
+                    if self.bias:
+                        self._river.i_biases[item_id] = float(self._bi[r])
+        mean_n, mean_sum = float(delta["mean_n"]), float(delta["mean_sum"])
+        if mean_n > 0:
+            river = self._river if self._river is not None and self.bias else None
+            mean = river.global_mean if river is not None else self.global_mean
+            mean.update(mean_sum / mean_n, w=mean_n)  # River's weighted update: a merge
+            self.global_mean = mean
+            self._mean_base = (self._mean_base[0] + mean_n, self._mean_base[1] + mean_sum)
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, user_id: str) -> np.ndarray:

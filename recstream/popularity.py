@@ -59,6 +59,9 @@ class Popularity(StreamModel):
     """
 
     reason_text = "popular now"
+    # (row, weight, clock) of every count since the last export_delta(); None: not tracking
+    # (the class default also covers models pickled before deltas existed)
+    _journal: list[tuple[int, float, float]] | None = None
 
     def __init__(
         self,
@@ -95,6 +98,8 @@ class Popularity(StreamModel):
         self._scores = grow(self._scores, row + 1)
         if weight == 0.0:
             return
+        if self._journal is not None:
+            self._journal.append((row, weight, self._t))
         if self.half_life is None:
             self._scores[row] += weight
             return
@@ -106,6 +111,80 @@ class Popularity(StreamModel):
             self._t_ref = self._t
             exponent = 0.0
         self._scores[row] += weight * 2.0**exponent
+
+    # -- item deltas (recstream.deltas): replicas that count different users' events ----------
+    def track_deltas(self) -> None:
+        """Record counts from now on, for :meth:`export_delta` (idempotent)."""
+        if self._journal is None:
+            self._journal = []
+
+    def export_delta(self) -> dict:
+        """What was counted since the last export (or :meth:`track_deltas`): per item id the
+        decayed sum as of this counter's clock ``at`` (format: :mod:`recstream.deltas`).
+
+        >>> a, b = Popularity(half_life=2), Popularity(half_life=2)
+        >>> a.track_deltas()
+        >>> a.add(a.index.add("x"), 1.0, 1.0)
+        >>> a.add(a.index.add("x"), 1.0, 3.0)
+        >>> d = a.export_delta()
+        >>> d["items"], d["values"].tolist(), d["at"]
+        (['x'], [1.5], 3.0)
+        >>> _ = b.merge_delta(d)
+        >>> b.values(5.0).tolist() == a.values(5.0).tolist() == [0.75]
+        True
+        """
+        journal = self._journal
+        if journal is None:
+            raise RuntimeError("call track_deltas() before export_delta()")
+        self._journal = []
+        rows = np.fromiter((r for r, _, _ in journal), dtype=np.int64, count=len(journal))
+        values = np.fromiter((w for _, w, _ in journal), dtype=np.float64, count=len(journal))
+        if self.half_life is not None:
+            stamps = np.fromiter((t for *_, t in journal), dtype=np.float64, count=len(journal))
+            values = values * 2.0 ** (-(self._t - stamps) / self.half_life)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        ids = self.index.ids
+        return {
+            "items": [ids[r] for r in uniq.tolist()],
+            "values": np.bincount(inverse, values, minlength=uniq.size),
+            "at": self._t,
+            "half_life": self.half_life,
+        }
+
+    def merge_delta(self, delta: dict, *, combine: str = "sum") -> np.ndarray:
+        """Merge another counter's :meth:`export_delta`; returns the rows it touched.
+
+        ``combine="sum"`` adds the counts. ``"min"`` is for counters of one unit mark per item
+        (the fresh-item prior): an item keeps the earlier of its local and merged marks.
+        """
+        if combine not in ("sum", "min"):
+            raise ValueError(f"combine must be 'sum' or 'min', got {combine!r}")
+        if delta["half_life"] != self.half_life:
+            raise ValueError(f"half-life {delta['half_life']} != this counter's {self.half_life}")
+        items = delta["items"]
+        if not items:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.fromiter((self.index.add(i) for i in items), dtype=np.int64, count=len(items))
+        self._scores = grow(self._scores, len(self.index))
+        values = np.asarray(delta["values"], dtype=np.float64)
+        at = float(delta["at"])
+        self._t = max(self._t, at)
+        if self.half_life is not None:
+            # into this counter's frame: values inflated by 2 ** ((at - t_ref) / half_life),
+            # rescaled first when the inflation would overflow, exactly as add() does
+            if self._t_ref is None:
+                self._t_ref = self._t
+            exponent = (self._t - self._t_ref) / self.half_life
+            if exponent > _MAX_EXPONENT:
+                self._scores *= 2.0 ** (-exponent)
+                self._t_ref = self._t
+            values = values * 2.0 ** ((at - self._t_ref) / self.half_life)
+        if combine == "sum":
+            self._scores[rows] += values
+        else:
+            local = self._scores[rows]
+            self._scores[rows] = np.where(local > 0, np.minimum(local, values), values)
+        return rows
 
     def learn(self, event: Event) -> None:
         row, _ = self._observe(event)

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from recstream.covisit import CoVisitation
+from recstream.deltas import FORMAT as DELTA_FORMAT
 from recstream.events import Event, Item, ScoredItem
 from recstream.index import ItemIndex, grow, top_k
 from recstream.mf import ImplicitMF
@@ -136,6 +137,9 @@ class Recommender:
 
     # Class-level default: a model pickled before the setting existed loads with it.
     allow_unknown_items = False
+    # The clock (n_events) as of the last item_delta(), plus the events merged since: None
+    # until track_item_deltas() (class default: also for models pickled before it existed).
+    _delta_clock: int | None = None
 
     def __init__(
         self,
@@ -261,6 +265,75 @@ class Recommender:
         if not self._fresh_marked[row]:
             self._fresh_marked[row] = True
             self.fresh.add(row, 1.0, float(self.n_events))
+
+    # -- item deltas: several workers, each with its own users, share the item side ----------
+    def track_item_deltas(self) -> None:
+        """Start recording item-side changes for :meth:`item_delta` (idempotent)."""
+        if self._delta_clock is None:
+            for model in (self.covisit, self.popularity, self.fresh, self.mf):
+                model.track_deltas()
+            self._delta_clock = self.n_events
+
+    def item_delta(self) -> dict:
+        """What this model learned about items since its last :meth:`item_delta` (or since
+        :meth:`track_item_deltas`): co-visitation counts, popularity, fresh-item marks and MF
+        item steps, keyed by item id, as plain data (format and merge rules:
+        :mod:`recstream.deltas`). Nothing merged by :meth:`apply_item_delta` is in it.
+
+        >>> from recstream.events import Event, Item
+        >>> a, b = Recommender(), Recommender()
+        >>> for rec in (a, b):
+        ...     for i in "xyz":
+        ...         _ = rec.upsert_item(Item(i))
+        ...     rec.track_item_deltas()
+        >>> for n, i in enumerate("xy"):
+        ...     a.learn(Event(f"e{n}", "u1", i, "purchase", float(n)))
+        >>> delta = a.item_delta()
+        >>> delta["n_events"], delta["covisit"]["items"], delta["covisit"]["pair_w"].tolist()
+        (2, ['x', 'y'], [1.0])
+        >>> b.apply_item_delta(delta)
+        >>> b.n_events, b.covisit.similarity("x", "y"), [r.item_id for r in b.recommend("u9", 2)]
+        (2, 1.0, ['y', 'x'])
+        """
+        if self._delta_clock is None:
+            raise RuntimeError("call track_item_deltas() before item_delta()")
+        n = self.n_events - self._delta_clock
+        self._delta_clock = self.n_events
+        return {
+            "format": DELTA_FORMAT,
+            "n_events": n,
+            "covisit": self.covisit.export_delta(),
+            "popularity": self.popularity.export_delta(),
+            "fresh": self.fresh.export_delta(),
+            "mf": self.mf.export_delta(),
+        }
+
+    def apply_item_delta(self, delta: dict) -> None:
+        """Merge another model's :meth:`item_delta` (or a :func:`recstream.deltas.combine` of
+        several, less this model's own part: :func:`recstream.deltas.subtract`).
+
+        The clock that ages popularity and fresh marks (``n_events``) advances by the delta's
+        events, so a worker's clock is the group's event count as of the last exchange plus its
+        own events since. Items the delta names that this model does not know are added as an
+        event would add them (recommendable only once catalogued, unless
+        ``allow_unknown_items``).
+        """
+        if delta.get("format") != DELTA_FORMAT:
+            raise ValueError(f"not an item delta of format {DELTA_FORMAT}: {delta.get('format')!r}")
+        n = int(delta["n_events"])
+        self.n_events += n  # first: merged counts are stamped no later than this clock
+        if self._delta_clock is not None:
+            self._delta_clock += n
+        for part in ("covisit", "popularity", "fresh", "mf"):
+            for item_id in delta[part]["items"]:
+                self.index.add(item_id, active=self.allow_unknown_items)
+        self.covisit.merge_delta(delta["covisit"])
+        self.popularity.merge_delta(delta["popularity"])
+        self.mf.merge_delta(delta["mf"])
+        rows = self.fresh.merge_delta(delta["fresh"], combine="min")  # the earliest mark wins
+        if len(rows):
+            self._fresh_marked = grow(self._fresh_marked, len(self.index), fill=False)
+            self._fresh_marked[rows] = True
 
     # -- scoring -----------------------------------------------------------------------------
     def _signals(self, user_id: str, valid: np.ndarray) -> dict[str, np.ndarray]:
