@@ -87,7 +87,13 @@ def plot(runs: Sequence[dict[str, Any]], out: str | Path, *, k: int = 10, title:
         if ref is not None:
             ax.axhline(ref[name], color="grey", linewidth=0.8)
             if name.startswith("hr"):
-                ax.axhspan(0.97 * ref[name], ref[name], color="green", alpha=0.08, label="−3 %")
+                ax.axhspan(
+                    0.97 * ref[name],
+                    ref[name],
+                    color="green",
+                    alpha=0.08,
+                    label="within 3 % of N = 1",
+                )
         ax.set_xscale("log", base=2)
         ax.set_xticks([r["shards"] for r in runs], [str(r["shards"]) for r in runs])
         ax.set_xlabel("shards N (workers; users hashed as Kafka partitions them)")
@@ -143,7 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.report:
         _run_grid(args, path, doc)
     if args.plot:
-        plot(doc["runs"], args.plot, title=f"{doc.get('data', '')}: shards × sync interval")
+        title = (
+            f"{doc.get('data', '')}, prequential, K = 10: users over N shards, item deltas every"
+            " T events (relative: weights tuned on this data for N = 1)"
+        )
+        plot(doc["runs"], args.plot, title=title)
     print(table(doc["runs"]))
     return 0
 
