@@ -29,6 +29,22 @@ _BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True)
 _BOOLS |= dict.fromkeys(("0", "false", "no", "off"), False)
 
 
+def read_secret(value: str, path: str, variable: str, *, strip: bool = False) -> str:
+    """``value``, or the content of the file at ``path`` (``RECSTREAM_<variable>``) without
+    its trailing newline (``strip``: without surrounding whitespace), read at each call so a
+    client built after a rotation gets the new secret. A missing or empty file is an error."""
+    if not path:
+        return value
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"RECSTREAM_{variable}: cannot read {path}: {exc.strerror}") from None
+    secret = text.strip() if strip else text.rstrip("\r\n")
+    if not secret:
+        raise ValueError(f"RECSTREAM_{variable}: {path} is empty")
+    return secret
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- Kafka -----------------------------------------------------------------------------
@@ -176,33 +192,12 @@ class Settings:
     def kafka_sasl_password(self) -> str:
         """The SASL password: ``kafka_password``, or the file's content without its trailing
         newline, read at each call (a client built after a rotation gets the new one)."""
-        if not self.kafka_password_file:
-            return self.kafka_password
-        path = self.kafka_password_file
-        try:
-            password = Path(path).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ValueError(
-                f"RECSTREAM_KAFKA_PASSWORD_FILE: cannot read {path}: {exc.strerror}"
-            ) from None
-        if not password:
-            raise ValueError(f"RECSTREAM_KAFKA_PASSWORD_FILE: {path} is empty")
-        return password
+        return read_secret(self.kafka_password, self.kafka_password_file, "KAFKA_PASSWORD_FILE")
 
     def http_token(self) -> str:
         """The bearer token the HTTP server requires ("" = none): ``web_token`` or the file's
-        content without its trailing newline."""
-        if not self.web_token_file:
-            return self.web_token
-        try:
-            token = Path(self.web_token_file).read_text().strip()
-        except OSError as exc:
-            raise ValueError(
-                f"RECSTREAM_WEB_TOKEN_FILE: cannot read {self.web_token_file}: {exc.strerror}"
-            ) from None
-        if not token:
-            raise ValueError(f"RECSTREAM_WEB_TOKEN_FILE: {self.web_token_file} is empty")
-        return token
+        content without surrounding whitespace."""
+        return read_secret(self.web_token, self.web_token_file, "WEB_TOKEN_FILE", strip=True)
 
     def topic(self, name: str) -> str:
         """Full topic name, e.g. ``topic("events") == "recstream.events"``."""

@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["RECSTREAM_WEB_PORT"] = str(args.web_port)
     settings = Settings.from_env()
     try:
-        settings.http_token()  # a missing or empty token file is a start-up error
+        token = settings.http_token()  # a missing or empty token file is a start-up error
     except ValueError as exc:
         print(f"recstream worker: error: {exc}", file=sys.stderr)
         return 2
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         settings.topic_prefix,
         settings.web_host,
         settings.web_port,
-        " (bearer token required)" if settings.http_token() else "",
+        " (bearer token required)" if token else "",
         rt.store.root if rt.store else None,
     )
     worker = RateLimitedWorker(app, loglevel=args.loglevel, redirect_stdouts=False)

@@ -16,13 +16,12 @@ options. :func:`client_options` is the mapping (unit-tested), :func:`make_client
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
-from recstream.config import Settings
+from recstream.config import Settings, read_secret
 
 __all__ = ["TLS_VERIFY_MODES", "client_options", "make_client", "redis_password"]
 
@@ -40,18 +39,7 @@ def redis_password(settings: Settings) -> str:
         raise ValueError(
             "RECSTREAM_REDIS_PASSWORD and RECSTREAM_REDIS_PASSWORD_FILE are both set: give one"
         )
-    if not settings.redis_password_file:
-        return settings.redis_password
-    path = settings.redis_password_file
-    try:
-        password = Path(path).read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise ValueError(
-            f"RECSTREAM_REDIS_PASSWORD_FILE: cannot read {path}: {exc.strerror}"
-        ) from None
-    if not password:
-        raise ValueError(f"RECSTREAM_REDIS_PASSWORD_FILE: {path} is empty")
-    return password
+    return read_secret(settings.redis_password, settings.redis_password_file, "REDIS_PASSWORD_FILE")
 
 
 def client_options(settings: Settings) -> tuple[str, dict[str, Any]]:
