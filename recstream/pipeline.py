@@ -258,12 +258,9 @@ class StreamProcessor:
     def _learn_message(self, message: MessageLike, now: float) -> EventOutcome:
         raw, topic = message.value, message.topic
         partition, offset = message.partition, message.offset
-        if self.halted is not None:
-            return EventOutcome("halted", received_at=now)  # position kept: resumed here
-        if not self._accept(topic, partition, offset):
-            self.counts.replayed += 1
-            return EventOutcome("replayed", received_at=now)
-        self.changes += 1
+        skip = self._admit(topic, partition, offset)
+        if skip is not None:
+            return EventOutcome(skip, received_at=now)
         where = _position(message)
         key = getattr(message, "key", None)
         if raw is None:
@@ -364,12 +361,9 @@ class StreamProcessor:
 
         A null value (a Kafka tombstone) deletes the item its key names, as compaction would.
         """
-        if self.halted is not None:
-            return ItemOutcome("halted")
-        if not self._accept(topic, partition, offset):
-            self.counts.replayed += 1
-            return ItemOutcome("replayed")
-        self.changes += 1
+        skip = self._admit(topic, partition, offset)
+        if skip is not None:
+            return ItemOutcome(skip)
         where = {"topic": topic, "partition": partition, "offset": offset}
         try:
             item = (
@@ -404,6 +398,20 @@ class StreamProcessor:
             return ItemOutcome("upserted", item)
         return ItemOutcome("unchanged", item)
 
+    def _admit(
+        self, topic: str, partition: int, offset: int
+    ) -> Literal["halted", "replayed"] | None:
+        """Every input message's first step: None when it is to be applied (its position is
+        taken and the state counts as changed), else why not. A halted processor takes no
+        position, so a restart resumes right there."""
+        if self.halted is not None:
+            return "halted"
+        if not self._accept(topic, partition, offset):
+            self.counts.replayed += 1
+            return "replayed"
+        self.changes += 1
+        return None
+
     def _accept(self, topic: str, partition: int, offset: int) -> bool:
         """Positions.accept, except that offset 0 below a position means a new log.
 
@@ -435,12 +443,9 @@ class StreamProcessor:
         key: bytes | None = None,
     ) -> ForgetOutcome:
         """One request of the forget topic: the user leaves every per-user state at once."""
-        if self.halted is not None:
-            return ForgetOutcome("halted")
-        if not self._accept(topic, partition, offset):
-            self.counts.replayed += 1
-            return ForgetOutcome("replayed")
-        self.changes += 1
+        skip = self._admit(topic, partition, offset)
+        if skip is not None:
+            return ForgetOutcome(skip)
         where = {"topic": topic, "partition": partition, "offset": offset}
         try:
             request = parse_forget(raw, default_ts=timestamp)
