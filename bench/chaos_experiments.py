@@ -40,7 +40,7 @@ from bench.chaos_stack import Worker, say, time_until
 def hostile(shared: Shared, n_events: int = 6_000, n_items: int = 400) -> dict[str, Any]:
     """Every other message hostile (the shapes of tests/integration/test_hostile_stream.py), on
     both input topics, produced as fast as the producer goes."""
-    from test_hostile_stream import HOSTILE_EVENT_SHAPES, HOSTILE_ITEM_SHAPES
+    from test_hostile_stream import HOSTILE_EVENT_SHAPES, HOSTILE_ITEM_SHAPES, hostile_stream
 
     with Lab("hostile") as lab:
         w = lab.worker(shared.bootstrap, shared.admin_redis, shared.worker_redis)
@@ -48,32 +48,9 @@ def hostile(shared: Shared, n_events: int = 6_000, n_items: int = 400) -> dict[s
         rng = random.Random(9)
         producer = w.producer()
         futures: list[tuple[Any, str | None]] = []
-        ev_shapes, it_shapes = sorted(HOSTILE_EVENT_SHAPES), sorted(HOSTILE_ITEM_SHAPES)
-        for n in range(n_events):
-            if n % 2:
-                shape = ev_shapes[n // 2 % len(ev_shapes)]
-                value = _bytes(HOSTILE_EVENT_SHAPES[shape](rng))
-                key = b"k" * 1_000_000 if n == 1 else rng.choice([b"u1", b"evil", None])
-                key = key or (b"u1" if value is None else None)  # a key or a value, at least
-            else:
-                shape, user = None, f"g{rng.randrange(USERS)}"
-                body = {
-                    "event_id": f"h-{n}",
-                    "user_id": user,
-                    "item_id": f"i{rng.randrange(50)}",
-                    "type": rng.choice(["view", "view", "click", "purchase"]),
-                }
-                key, value = user.encode(), json.dumps(body).encode()
-            futures.append((producer.send(w.topic("events"), key=key, value=value), shape))
-        for n in range(n_items):
-            if n % 2:
-                shape = it_shapes[n // 2 % len(it_shapes)]
-                value = _bytes(HOSTILE_ITEM_SHAPES[shape](rng))
-                key = b"" if shape == "empty_key_tombstone" else b"x"
-            else:
-                shape, key = None, f"j{n}".encode()
-                value = json.dumps({"item_id": f"j{n}", "title": f"New item {n}"}).encode()
-            futures.append((producer.send(w.topic("items"), key=key, value=value), shape))
+        stream = hostile_stream(rng, n_events, n_items, users=USERS, items=50, id_prefix="h-")
+        for topic, key, value, shape in stream:
+            futures.append((producer.send(w.topic(topic), key=key, value=value), shape))
         producer.flush(timeout=120)
         producer.close()
         t_sent = time.monotonic()
@@ -128,15 +105,12 @@ def hostile(shared: Shared, n_events: int = 6_000, n_items: int = 400) -> dict[s
             dlq_codes=dict(sorted(codes.items())),
         )
         out["note"] = (
-            f"{n_hostile:,} hostile ({len(ev_shapes)} event + {len(it_shapes)} item "
-            f"shapes): {n_hostile - len(missing):,} dead-lettered, {twice} twice, "
+            f"{n_hostile:,} hostile ({len(HOSTILE_EVENT_SHAPES)} event + "
+            f"{len(HOSTILE_ITEM_SHAPES)} item shapes): {n_hostile - len(missing):,} "
+            f"dead-lettered, {twice} twice, "
             f"{len(valid_dead)} valid ones dead-lettered"
         )
         return out | {"checks": lab.checks}
-
-
-def _bytes(raw: bytes | str | None) -> bytes | None:
-    return raw.encode() if isinstance(raw, str) else raw
 
 
 # --- 4. SIGKILL ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import random
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from kafka import KafkaProducer
@@ -133,6 +134,37 @@ def _value(raw: bytes | str | None) -> bytes | None:
     return raw.encode() if isinstance(raw, str) else raw
 
 
+def hostile_stream(
+    rng: random.Random, n_events: int, n_items: int, *, users: int, items: int, id_prefix: str
+) -> Iterator[tuple[str, bytes | None, bytes | None, str | None]]:
+    """``(topic, key, value, shape)``: every other message hostile (``shape`` names it; None for
+    a valid one), first ``n_events`` on "events", then ``n_items`` on "items". Valid events go
+    to ``users`` users and ``items`` catalogue items; the first hostile event has a 1 MB key.
+    Shared with ``make chaos`` (bench/chaos_experiments.py)."""
+    event_shapes, item_shapes = sorted(HOSTILE_EVENT_SHAPES), sorted(HOSTILE_ITEM_SHAPES)
+    for n in range(n_events):
+        if n % 2:
+            shape = event_shapes[n // 2 % len(event_shapes)]
+            key = b"k" * 1_000_000 if n == 1 else rng.choice([b"u1", b"evil", None])
+            value = _value(HOSTILE_EVENT_SHAPES[shape](rng))
+            key = key or (b"u1" if value is None else None)  # a client needs a key or a value
+            yield "events", key, value, shape
+        else:
+            user = f"g{rng.randrange(users)}"
+            body = {"event_id": f"{id_prefix}{n}", "user_id": user}
+            body["item_id"] = f"i{rng.randrange(items)}"
+            body["type"] = rng.choice(["view", "view", "click", "purchase"])
+            yield "events", user.encode(), json.dumps(body).encode(), None
+    for n in range(n_items):
+        if n % 2:
+            shape = item_shapes[n // 2 % len(item_shapes)]
+            value = _value(HOSTILE_ITEM_SHAPES[shape](rng))
+            yield "items", b"" if shape == "empty_key_tombstone" else b"x", value, shape
+        else:
+            value = json.dumps({"item_id": f"j{n}", "title": f"New item {n}"}).encode()
+            yield "items", f"j{n}".encode(), value, None
+
+
 def test_thousands_of_hostile_messages_each_dead_lettered_once_and_every_valid_event_learned(
     make_worker: Any,
 ) -> None:
@@ -148,30 +180,10 @@ def test_thousands_of_hostile_messages_each_dead_lettered_once_and_every_valid_e
     hostile: dict[tuple[str, int, int], str] = {}  # (topic, partition, offset) -> shape
     futures: list[tuple[Any, str | None, str]] = []  # (future, shape or None if valid, topic)
     n_valid = 0
-    event_shapes = sorted(HOSTILE_EVENT_SHAPES)
-    for n in range(4_000):
-        if n % 2:
-            shape = event_shapes[n // 2 % len(event_shapes)]
-            key = b"k" * 1_000_000 if n == 1 else rng.choice([b"u1", b"evil", None])
-            value = _value(HOSTILE_EVENT_SHAPES[shape](rng))
-            key = key or (b"u1" if value is None else None)  # a client needs a key or a value
-        else:
-            shape, n_valid = None, n_valid + 1
-            user = f"g{rng.randrange(200)}"
-            body = {"event_id": f"e{n}", "user_id": user, "item_id": f"i{rng.randrange(n_items)}"}
-            body["type"] = rng.choice(["view", "view", "click", "purchase"])
-            key, value = user.encode(), json.dumps(body).encode()
-        futures.append((producer.send(w.topic("events"), key=key, value=value), shape, "events"))
-    item_shapes = sorted(HOSTILE_ITEM_SHAPES)
-    for n in range(400):
-        if n % 2:
-            shape = item_shapes[n // 2 % len(item_shapes)]
-            value = _value(HOSTILE_ITEM_SHAPES[shape](rng))
-            key = b"" if shape == "empty_key_tombstone" else b"x"
-        else:
-            shape, key = None, f"j{n}".encode()
-            value = json.dumps({"item_id": f"j{n}", "title": f"New item {n}"}).encode()
-        futures.append((producer.send(w.topic("items"), key=key, value=value), shape, "items"))
+    stream = hostile_stream(rng, 4_000, 400, users=200, items=n_items, id_prefix="e")
+    for topic, key, value, shape in stream:
+        n_valid += topic == "events" and shape is None
+        futures.append((producer.send(w.topic(topic), key=key, value=value), shape, topic))
     producer.flush(timeout=60)
     producer.close()
     for future, shape, _ in futures:
