@@ -1,6 +1,8 @@
 # recstream: `make run` starts the stack and the worker; `make test` runs every test against a real
 # Kafka broker and Redis, then stops them. Services run from this clone: jars in .cache/, state in
 # .stack/, Python in .venv/ (all ignored by git). Override e.g. `make up BROKERS=3 KAFKA_PORT=9192`.
+# BROKERS: Kafka's node count; empty = the running (or stopped) cluster's, else 1 (so `make up
+# BROKERS=3` then `make run` runs on the 3 nodes, with replication factor 3: deploy/run.sh).
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -14,7 +16,7 @@ REDIS_PORT ?= 6379
 # .stack/redis/admin.password (the worker has its own ACL user: README, Security)
 REDIS_PASSWORD ?=
 PROMETHEUS_PORT ?= 9090
-BROKERS ?= 1
+BROKERS ?=
 # SECURE=1: `make up`, `status` and `run` use the secure Kafka instead, SASL_SSL with ACLs on
 # 127.0.0.1:9392 (deploy/README.md, "Secure Kafka"); it runs next to the plaintext one.
 SECURE ?= 0
@@ -32,7 +34,7 @@ PROMETHEUS := deploy/prometheus/prometheus.sh
 
 help:
 	@echo "make setup   create .venv and install the project (seconds when up to date)"
-	@echo "make up      start Kafka ($(BROKERS) broker(s), 127.0.0.1:$(KAFKA_PORT)), Redis, Prometheus"
+	@echo "make up      start Kafka (BROKERS=N nodes, 127.0.0.1:$(KAFKA_PORT)...), Redis, Prometheus"
 	@echo "make up SECURE=1   the same with the secure Kafka (SASL_SSL + ACLs, 127.0.0.1:9392)"
 	@echo "make run     setup + up + the streaming worker (deploy/run.sh)"
 	@echo "make test    setup + up + pytest (unit, streams, integration) + ruff, then down"
@@ -58,7 +60,7 @@ stack:
 	@deploy/browser.sh install
 
 up: stack
-	@$(KAFKA) start --brokers $(BROKERS)
+	@$(KAFKA) start $(if $(BROKERS),--brokers $(BROKERS))
 	@$(REDIS) start
 	@$(PROMETHEUS) start
 

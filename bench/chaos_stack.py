@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -111,42 +110,29 @@ def private_redis(state: Path) -> tuple[RedisServer, str, dict[str, str]]:
 class PrivateKafka:
     """A single-node broker of the experiment's own, started and stopped by ``kafka.sh``.
 
-    kafka.sh keeps its state in ``<checkout>/.stack/kafka`` whatever KAFKA_PORT says (no variable
-    moves it), so a second broker started from the checkout would share, and wipe, the stack's
-    state. The scripts are copied into a throwaway root instead (``deploy/lib.sh`` derives the
-    root from its own location): state, lock and logs live there; the jars are the checkout's,
-    linked (never fetched or removed: the copied pom's stamp is written next to the links).
+    ``KAFKA_STATE`` gives it a state folder (and lock) of its own under ``$TMPDIR``, so it never
+    shares, or wipes, the stack's ``.stack/kafka``; the jars are the checkout's
+    (``.cache/kafka-libs``, resolved by ``make up``).
     """
 
     def __init__(self, port: int = 9492) -> None:
         self.port = port if _free(port) and _free(port + 100) else free_port()
-        self.root = Path(os.environ.get("TMPDIR", "/tmp")) / f"recstream-chaos-kafka-{self.port}"
-        shutil.rmtree(self.root, ignore_errors=True)
-        deploy = self.root / "deploy"
-        (deploy / "kafka").mkdir(parents=True)
-        shutil.copy2(ROOT / "deploy" / "lib.sh", deploy / "lib.sh")
-        for name in ("kafka.sh", "log4j2.properties", "pom.xml"):
-            shutil.copy2(ROOT / "deploy" / "kafka" / name, deploy / "kafka" / name)
-        jars = ROOT / ".cache" / "kafka-libs"
-        if not any(jars.glob("*.jar")):
+        self.state = Path(os.environ.get("TMPDIR", "/tmp")) / f"recstream-chaos-kafka-{self.port}"
+        shutil.rmtree(self.state, ignore_errors=True)
+        if not any((ROOT / ".cache" / "kafka-libs").glob("*.jar")):
             raise RuntimeError("no Kafka jars in .cache/kafka-libs: run `make up` first")
-        libs = self.root / ".cache" / "kafka-libs"
-        libs.mkdir(parents=True)
-        for jar in jars.glob("*.jar"):
-            (libs / jar.name).symlink_to(jar)
-        pom = (deploy / "kafka" / "pom.xml").read_bytes()
-        (libs / ".pom.sha256").write_text(hashlib.sha256(pom).hexdigest() + "\n")
-        self.script = deploy / "kafka" / "kafka.sh"
+        self.script = ROOT / "deploy" / "kafka" / "kafka.sh"
         base = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
         cport = self.port + 100 if _free(self.port + 100) else free_port()
         self.env = {
             **base,
             "SECURE": "0",
             "BROKERS": "1",
+            "KAFKA_STATE": str(self.state),
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(cport),
         }
-        self.log = self.root / ".stack" / "kafka" / "node-1" / "kafka.log"
+        self.log = self.state / "node-1" / "kafka.log"
 
     @property
     def bootstrap(self) -> str:
@@ -165,7 +151,9 @@ class PrivateKafka:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.state, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Path(f"{self.state}.lock").unlink()
 
 
 def _free(port: int) -> bool:

@@ -88,6 +88,19 @@ BENCHMARKS: dict[str, Bench] = {
         quick={"n_events": 3_000, "profile": False},
         timeout_s=1800.0,
     ),
+    "scaleout": Bench(
+        "bench.scaleout",
+        ("scaleout_efficiency", "rebalance_recovery_s"),
+        params={"n_events": 20_000, "n_users": 2_000, "n_items": 2_000, "partitions": 4},
+        quick={"n_events": 3_000},
+        also={
+            "events_per_s_1_worker": "events_per_s_1_worker",
+            "events_per_s_2_workers": "events_per_s_2_workers",
+            "cpu_ms_per_event_1_worker": "cpu_ms_per_event_1_worker",
+            "cpu_ms_per_event_2_workers": "cpu_ms_per_event_2_workers",
+        },
+        timeout_s=1800.0,
+    ),
     "latency": Bench(
         "bench.latency",
         ("latency_p50_ms", "latency_p99_ms", "new_item_first_rec_s"),
@@ -104,6 +117,29 @@ BENCHMARKS: dict[str, Bench] = {
         quick={"duration_s": 8.0, "burst_events": 500, "probe_s": 5.0, "new_item_timeout_s": 15.0},
         timeout_s=1800.0,
     ),
+    # Self-contained but the longest: 1M events through the core Recommender, twice (bounded
+    # and unbounded side by side on the two cores); ~15 min on this machine (BENCHMARKS.md).
+    "soak": Bench(
+        "bench.soak",
+        ("soak_rss_mb_end", "soak_growth_mb_after_warmup", "soak_unbounded_growth_mb_after_warmup"),
+        params={"events": 1_000_000, "users": 500_000, "items": 20_000, "sample_every": 50_000},
+        quick={"events": 100_000, "users": 50_000, "sample_every": 10_000, "ttl_events": 10_000},
+        also={
+            "soak_rss_mb_start": "soak_rss_mb_start",
+            "soak_rss_mb_warm": "soak_rss_mb_warm",
+            "soak_unbounded_rss_mb_end": "soak_unbounded_rss_mb_end",
+            "soak_events_per_s": "soak_events_per_s",
+        },
+        timeout_s=3600.0,
+    ),
+    # issue 10: two workers in one group, each item BERT-encoded once (bench/scaleout_vectors.py)
+    "scaleout_vectors": Bench(
+        "bench.scaleout_vectors",
+        ("encodings_per_item_2_workers",),
+        params={"n_items": 500, "partitions": 4},
+        quick={"n_items": 100},
+        timeout_s=1200.0,
+    ),
 }
 
 # Goals from issue 5; each compares a figure with a bound. The new-item goal depends on the
@@ -112,7 +148,9 @@ GOALS: dict[str, tuple[str, float | str]] = {
     "pipeline_efficiency": (">=", 0.3),
     "update_cost_ratio": (">=", 0.5),
     "latency_p99_ms": ("<=", 50.0),
+    "scaleout_efficiency": (">=", 0.8),
     "new_item_first_rec_s": ("<=", "new_item_goal_s"),
+    "encodings_per_item_2_workers": ("<=", 1.0),  # issue 10
 }
 
 

@@ -21,13 +21,15 @@ state=$root/.stack/$name
 die() { echo "$name: $*" >&2; exit 1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start and stop hold .stack/NAME.lock: two callers at once (make up, a pytest session, another
-# developer in the same clone) run one after the other instead of racing for the port. Servers are
-# started with fd 9 closed, or they would hold the lock for as long as they run.
+# start and stop hold .stack/NAME.lock (or $lockfile, when the sourcing script sets one: a
+# second instance with a state folder of its own): two callers at once (make up, a pytest session,
+# another developer in the same clone) run one after the other instead of racing for the port.
+# Servers are started with fd 9 closed, or they would hold the lock for as long as they run.
 lock() {
-  mkdir -p "$root/.stack"
-  exec 9>"$root/.stack/$name.lock"
-  flock -w 300 9 || die "another start/stop still holds .stack/$name.lock after 300s"
+  local file=${lockfile:-$root/.stack/$name.lock}
+  mkdir -p "$(dirname "$file")"
+  exec 9>"$file"
+  flock -w 300 9 || die "another start/stop still holds ${file#"$root"/} after 300s"
 }
 
 # apt_install PACKAGE, quietly; when it fails, once more after apt-get update (stale lists).

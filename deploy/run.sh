@@ -17,7 +17,9 @@
 #                the same users and items (a replayed DATA folder is deduplicated by event_id:
 #                `make clean` starts over)
 #   RECSTREAM_*  any worker setting (recstream/config.py), e.g. RECSTREAM_WEB_PORT=6067; without
-#                RECSTREAM_REDIS_URL the worker writes to the stack's Redis as its ACL user
+#                RECSTREAM_REDIS_URL the worker writes to the stack's Redis as its ACL user;
+#                on a cluster of N > 1 brokers RECSTREAM_REPLICATION_FACTOR defaults to min(3, N)
+#                and RECSTREAM_BROKER to every node
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,6 +76,21 @@ if [[ ${SECURE:-0} == 1 ]]; then
   # shellcheck source=/dev/null
   source "$root/.stack/kafka-secure/client.env" \
     || { echo "run: no secure Kafka credentials: run 'make up SECURE=1' first" >&2; exit 1; }
+fi
+
+# A cluster of several brokers (`make up BROKERS=3`): the topics the worker, producer and consumer
+# create get a replication factor of min(3, nodes) (3 nodes: min.insync.replicas is 2, so one
+# node may be down), and the clients bootstrap from every node, not only the first.
+nodes=$(deploy/kafka/kafka.sh nodes)
+if ((nodes > 1)); then
+  : "${RECSTREAM_REPLICATION_FACTOR:=$((nodes < 3 ? nodes : 3))}"
+  export RECSTREAM_REPLICATION_FACTOR
+  if [[ -z ${RECSTREAM_BROKER:-} ]]; then
+    RECSTREAM_BROKER=$(for ((i = 0; i < nodes; i++)); do
+      printf 'kafka://127.0.0.1:%d,' $((${KAFKA_PORT:-9092} + i)); done)
+    export RECSTREAM_BROKER=${RECSTREAM_BROKER%,}
+  fi
+  echo "run: Kafka has $nodes nodes: replication factor $RECSTREAM_REPLICATION_FACTOR"
 fi
 
 echo "run: starting the worker (log: ${logs#"$root"/}/worker.log)"

@@ -27,6 +27,7 @@ KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 # How a bool setting is spelled (RECSTREAM_ALLOW_UNKNOWN_ITEMS=false): bool("false") is True.
 _BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True)
 _BOOLS |= dict.fromkeys(("0", "false", "no", "off"), False)
+STATE_STORES = ("local", "kafka")
 
 
 def read_secret(value: str, path: str, variable: str, *, strip: bool = False) -> str:
@@ -148,10 +149,38 @@ class Settings:
     # (an event naming an unknown item is learned, the item waits for its catalogue entry);
     # true = events add items too, for shops without a catalogue feed
     allow_unknown_items: bool = False
+    # --- Several workers (README, "Scaling out") ---------------------------------------------
+    # RECSTREAM_STATE_STORE: "local" = one worker owns the whole model and checkpoints it to
+    # models/checkpoints (models/README.md); "kafka" = several workers in one consumer group:
+    # each holds the users of its partitions, persisted per partition in <prefix>.user-state,
+    # and the item side travels through <prefix>.item-deltas and <prefix>.item-vectors
+    state_store: str = "local"
+    # RECSTREAM_STATE_FLUSH_INTERVAL_S ("kafka"): how often a worker commits its partitions'
+    # changed users and its item deltas; the bound on how stale one worker's item side is in
+    # another's (plus the time to read them), and what a SIGKILL makes the new owner replay
+    state_flush_interval_s: float = 2.0
+    # RECSTREAM_USER_TTL_S ("kafka"): a user idle this long in stream time (the newest event
+    # time seen) leaves memory for the worker's local store and comes back with their next
+    # event (recstream/idle_users.py); 0 = everyone stays in memory
+    user_ttl_s: float = 0.0
+    # RECSTREAM_WORKER_SLOT: this worker's own folder under models/ (cache, Faust data), locked
+    # while it runs; "" = the first free one (0, 1, ...), so two workers started from one clone
+    # never share files
+    worker_slot: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._check_kafka_security()
+        self._check_state_store()
+
+    def _check_state_store(self) -> None:
+        if self.state_store not in STATE_STORES:
+            raise ValueError(
+                f"RECSTREAM_STATE_STORE: expected one of {', '.join(STATE_STORES)}, "
+                f"got {self.state_store!r}"
+            )
+        if self.state_flush_interval_s <= 0:
+            raise ValueError("RECSTREAM_STATE_FLUSH_INTERVAL_S must be > 0")
 
     def _check_kafka_security(self) -> None:
         """Refuse at start-up what would fail at the first connection, or be silently ignored."""

@@ -15,6 +15,9 @@ purchase co-occurrence baseline (last 20 purchases, cosine).
 
 Storage is one sparse row per item (numpy arrays of neighbour rows and values, grown in place),
 so scoring a user is ``window`` vectorised scatter-adds, never a loop over the catalogue.
+``max_stored`` bounds each row (:mod:`recstream.sparse_rows`): without it a long-running worker's
+rows grow towards the whole catalogue. Item deltas carry the increments, not the stored rows, so
+they are the same with or without the cap.
 
 >>> from recstream.events import Event
 >>> cv = CoVisitation(window=5, types=("purchase",), weights={"purchase": 1.0}, recency=1.0)
@@ -37,136 +40,10 @@ import numpy as np
 from recstream.deltas import combine_covisit
 from recstream.events import Event, ScoredItem
 from recstream.index import ItemIndex, grow
+from recstream.sparse_rows import SparseRows
 from recstream.state import DEFAULT_EVENT_WEIGHTS, StreamModel, UserStore
 
 __all__ = ["CoVisitation", "SparseRows"]
-
-
-class SparseRows:
-    """A growable sparse square matrix: per row, numpy arrays of columns and values.
-
-    ``add(i, j, w)`` is O(1) amortised (a dict finds the slot); ``row(i)`` returns array views
-    ready for a vectorised scatter-add.
-    """
-
-    def __init__(self) -> None:
-        self._pos: list[dict[int, int]] = []
-        self._cols: list[np.ndarray] = []
-        self._vals: list[np.ndarray] = []
-        self._size: list[int] = []
-        self._top: dict[int, tuple[np.ndarray, int]] = {}  # row -> (positions, size when cached)
-
-    def __len__(self) -> int:
-        return len(self._pos)
-
-    def _ensure(self, n: int) -> None:
-        while len(self._pos) < n:
-            self._pos.append({})
-            self._cols.append(np.zeros(4, dtype=np.int32))
-            self._vals.append(np.zeros(4, dtype=np.float32))
-            self._size.append(0)
-
-    def add(self, i: int, j: int, w: float) -> None:
-        self._ensure(max(i, j) + 1)
-        pos = self._pos[i]
-        p = pos.get(j)
-        if p is None:
-            p = self._size[i]
-            if p == self._cols[i].shape[0]:
-                self._cols[i] = grow(self._cols[i], p + 1)
-                self._vals[i] = grow(self._vals[i], p + 1)
-            self._cols[i][p] = j
-            pos[j] = p
-            self._size[i] = p + 1
-            self._vals[i][p] = w
-        else:
-            self._vals[i][p] += w
-
-    def add_symmetric(self, i: int, others: Sequence[int], weights: Sequence[float]) -> None:
-        """``add(i, j, w)`` and ``add(j, i, w)`` for each ``(j, w)``: the per-event hot path."""
-        if not others:
-            return
-        self._ensure(max(i, *others) + 1)
-        pos_i, size, cols, vals = self._pos[i], self._size, self._cols, self._vals
-        for j, w in zip(others, weights, strict=True):
-            for a, b, pos in ((i, j, pos_i), (j, i, self._pos[j])):
-                p = pos.get(b)
-                if p is None:
-                    p = size[a]
-                    if p == cols[a].shape[0]:
-                        cols[a] = grow(cols[a], p + 1)
-                        vals[a] = grow(vals[a], p + 1)
-                    cols[a][p] = b
-                    vals[a][p] = w
-                    pos[b] = p
-                    size[a] = p + 1
-                else:
-                    vals[a][p] += w
-
-    def add_pairs(self, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
-        """``add(i, j, x)`` and ``add(j, i, x)`` for each ``(i, j, x)`` of the three arrays.
-
-        For merging another replica's counts; repeated pairs are summed first.
-        """
-        if not len(a):
-            return
-        n = int(max(a.max(), b.max())) + 1
-        self._ensure(n)
-        # one entry per (row, col), sorted by row: repeated pairs are summed first
-        keys = np.concatenate([a, b]).astype(np.int64) * n + np.concatenate([b, a])
-        keys, inverse = np.unique(keys, return_inverse=True)
-        weights = np.bincount(inverse, np.concatenate([w, w]), minlength=keys.size)
-        rows, cols = keys // n, keys % n
-        pos_rows, size, cols_rows, vals_rows = self._pos, self._size, self._cols, self._vals
-        for r, c, x in zip(rows.tolist(), cols.tolist(), weights.tolist(), strict=True):
-            pos = pos_rows[r]
-            p = pos.get(c)
-            if p is None:
-                p = size[r]
-                if p == cols_rows[r].shape[0]:
-                    cols_rows[r] = grow(cols_rows[r], p + 1)
-                    vals_rows[r] = grow(vals_rows[r], p + 1)
-                cols_rows[r][p] = c
-                vals_rows[r][p] = x
-                pos[c] = p
-                size[r] = p + 1
-            else:
-                vals_rows[r][p] += x
-
-    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i >= len(self._pos):
-            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
-        n = self._size[i]
-        return self._cols[i][:n], self._vals[i][:n]
-
-    def top(self, i: int, m: int, col_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ``m`` entries of row ``i`` with the largest ``value * col_weight[col]``.
-
-        The selection is cached as *positions* in the row, which never move (rows only grow),
-        so the returned values are always current; it is refreshed when the row has grown by
-        more than 10%. A popular item's row is thousands of entries long, and selecting once
-        per ~10% growth instead of scanning it on every request is what keeps scoring cheap.
-        """
-        n = self._size[i] if i < len(self._size) else 0
-        if n <= m:
-            return self.row(i)
-        cached = self._top.get(i)
-        if cached is None or n > 1.1 * cached[1] + 8:
-            cols, vals = self._cols[i][:n], self._vals[i][:n]
-            positions = np.argpartition(-(vals * col_weight[cols]), m)[:m]
-            cached = self._top[i] = (positions, n)
-        positions = cached[0]
-        return self._cols[i][positions], self._vals[i][positions]
-
-    def get(self, i: int, j: int) -> float:
-        if i >= len(self._pos):
-            return 0.0
-        p = self._pos[i].get(j)
-        return 0.0 if p is None else float(self._vals[i][p])
-
-    @property
-    def nnz(self) -> int:
-        return sum(self._size)
 
 
 class CoVisitation(StreamModel):
@@ -188,6 +65,9 @@ class CoVisitation(StreamModel):
     max_neighbors
         Score with only each history item's ``max_neighbors`` most similar items (``None``: all),
         the classic item-kNN neighbourhood size; bounds the cost of a request.
+    max_stored
+        Store at most ~``2 * max_stored`` neighbours per item, keeping the largest counts
+        (:class:`~recstream.sparse_rows.SparseRows`; 0: all); bounds memory.
     exclude, index, users
         See :class:`recstream.popularity.Popularity`.
     """
@@ -205,6 +85,7 @@ class CoVisitation(StreamModel):
         recency: float = 0.9,
         tie_break: bool = True,
         max_neighbors: int | None = None,
+        max_stored: int = 0,
         *,
         exclude: str = "purchased",
         index: ItemIndex | None = None,
@@ -217,7 +98,7 @@ class CoVisitation(StreamModel):
         self.recency = recency
         self.tie_break = tie_break
         self.max_neighbors = max_neighbors
-        self.pairs = SparseRows()
+        self.pairs = SparseRows(max_stored)
         self._n = np.zeros(0, dtype=np.float64)  # weighted event count per item (the norm)
         self._isq = np.zeros(0, dtype=np.float64)  # 1 / sqrt(_n), 0 where _n == 0
         self._events = np.zeros(0, dtype=np.float64)  # events of any type per item (tie-break)
@@ -228,6 +109,22 @@ class CoVisitation(StreamModel):
     def forget_user(self, user_id: str) -> bool:
         """Drop the user's history (the item-item counts it fed are anonymous aggregates)."""
         return self._history.pop(user_id, None) is not None
+
+    def export_user(self, user_id: str) -> list[tuple[str, float]] | None:
+        """The user's counted window as ``(item_id, weight)``, oldest first; None if unknown."""
+        history = self._history.get(user_id)
+        if history is None:
+            return None
+        ids = self.index.ids
+        return [(ids[row], float(w)) for row, w in history]
+
+    def import_user(self, user_id: str, history: Sequence[tuple[str, float]]) -> None:
+        """Replace the user's window with :meth:`export_user`'s list (unknown items are added,
+        as :meth:`learn` adds them)."""
+        add = self.index.add
+        self._history[user_id] = deque(
+            ((add(item_id), float(w)) for item_id, w in history), maxlen=self.window
+        )
 
     def update(self, user_id: str, row: int, event_type: str) -> None:
         """Count one event (item at ``row``); no user-store bookkeeping (used by the hybrid)."""
@@ -379,15 +276,14 @@ class CoVisitation(StreamModel):
     def explain(self, row: int, history_rows: Sequence[int]) -> str | None:
         """The item of ``history_rows`` that co-occurs most with ``row`` (for the reason text)."""
         best, best_value = None, 0.0
-        pos = self.pairs._pos
-        if row >= len(pos):
-            return None
-        # c(h, row) == c(row, h): one dict holds every co-visit count of the candidate
-        counts, vals = pos[row], self.pairs._vals[row]
+        pos, vals = self.pairs._pos, self.pairs._vals
+        n = len(pos)
+        # Read c(h, row) in h's row, the one that scored the candidate: with max_stored, rows
+        # are pruned apart and row ``row`` may no longer hold h.
         for h in history_rows:
-            p = counts.get(h)
-            if p is not None and vals[p] > best_value:
-                best, best_value = h, vals[p]
+            p = pos[h].get(row) if h < n else None
+            if p is not None and vals[h][p] > best_value:
+                best, best_value = h, vals[h][p]
         return self.index.ids[best] if best is not None else None
 
     @property

@@ -75,6 +75,20 @@ class ForgottenUsers:
         h = _user_hash(user_id)
         self._at[h] = max(ts, self._at.get(h, ts))
 
+    @staticmethod
+    def key(user_id: str) -> str:
+        """The entry's key for ``user_id`` (a hash, not the id): what travels between workers."""
+        return format(_user_hash(user_id), "016x")
+
+    def when(self, user_id: str) -> float | None:
+        """When ``user_id`` was forgotten (None: never)."""
+        return self._at.get(_user_hash(user_id))
+
+    def add_key(self, key: str, ts: float) -> None:
+        """:meth:`add` by :meth:`key` (a forgotten user's entry restored from Kafka)."""
+        h = int(key, 16)
+        self._at[h] = max(ts, self._at.get(h, ts))
+
     def covers(self, user_id: str, ts: float | None) -> bool:
         """Is an event of ``user_id`` recorded at ``ts`` from before the user was forgotten?"""
         if not self._at:

@@ -48,6 +48,7 @@ from river import optim, reco, stats
 
 from recstream.events import Event
 from recstream.index import ItemIndex, grow
+from recstream.optim_state import key_state, pop_key_state, set_key_state
 from recstream.state import DEFAULT_EVENT_WEIGHTS, StreamModel, UserStore
 
 __all__ = ["ISGD", "ImplicitMF", "make_optimizer"]
@@ -103,6 +104,8 @@ class ImplicitMF(StreamModel):
     _Q_base: np.ndarray | None = None
     _bi_base: np.ndarray | None = None
     _mean_base: tuple[float, float] = (0.0, 0.0)
+    # Rows of dropped users, reused by the next new users (None: pickled before it existed).
+    _free_rows: list[int] | None = None
 
     def __init__(
         self,
@@ -158,6 +161,7 @@ class ImplicitMF(StreamModel):
         self._bu = np.zeros(0, dtype=np.float64)
         self._user_rows: dict[str, int] = {}
         self._n_user_rows = 0  # rows allocated (forgotten users' included)
+        self._free_rows = []
         self._pool: list[int] = []  # recent positive item rows: popularity-proportional negatives
         self._pool_size = negative_pool
         self._pool_pos = 0
@@ -212,32 +216,92 @@ class ImplicitMF(StreamModel):
             self._bi_base[self._n_init : n] = self._bi[self._n_init : n]
         self._n_init = n
 
+    def _allocate_row(self, user_id: str) -> int:
+        """A row for a new user: a dropped user's (zeroed, optimiser state gone) or a new one.
+
+        Reusing rows keeps ``_P`` as large as the users in memory, not every user ever seen; a
+        row is reused only once nothing of its previous owner is left in it.
+        """
+        free = self._free_rows
+        if free:
+            r = free.pop()
+        else:
+            r = getattr(self, "_n_user_rows", len(self._user_rows))  # pickled before it existed
+            self._n_user_rows = r + 1
+            self._P = grow(self._P, r + 1)
+            self._bu = grow(self._bu, r + 1)
+        self._user_rows[user_id] = r
+        return r
+
     def _user_row(self, user_id: str) -> int:
         r = self._user_rows.get(user_id)
         if r is None:
-            # Rows are never reused: a forgotten user's row stays allocated (zeroed), so the
-            # next row is one past the last allocated, not the number of users known.
-            r = getattr(self, "_n_user_rows", len(self._user_rows))  # pickled before it existed
-            self._n_user_rows = r + 1
-            self._user_rows[user_id] = r
-            self._P = grow(self._P, r + 1)
-            self._bu = grow(self._bu, r + 1)
+            r = self._allocate_row(user_id)
             self._P[r] = self.initializer(shape=self.n_factors)
         return r
 
     def forget_user(self, user_id: str) -> bool:
-        """Erase the user's factors and bias (zeroed, unmapped); item factors stay: they are
-        aggregates of many users."""
+        """Erase the user's factors, bias and optimiser state; the row is reused by a later new
+        user. Item factors stay: they are aggregates of many users."""
         r = self._user_rows.pop(user_id, None)
         if r is None:
             return False
         self._P[r] = 0.0
         self._bu[r] = 0.0
+        for opt in (self._opt_u, self._opt_bu):
+            pop_key_state(opt, r)
+        if self._free_rows is None:  # pickled before rows were reused
+            self._free_rows = []
+        self._free_rows.append(r)
         if self._river is not None:
             self._river.u_latents.pop(user_id, None)
             if self.bias:
                 self._river.u_biases.pop(user_id, None)
+            for opt in self._river_user_optimizers():
+                pop_key_state(opt, user_id)
         return True
+
+    def _river_user_optimizers(self) -> list:
+        """River's own optimisers of the user parameters (engine="river"), keyed by user id."""
+        model = self._river
+        if self.bias:
+            return [model.u_latent_optimizer, model.u_bias_optimizer]
+        return [model.u_optimizer]
+
+    # -- portable user state: the user's parameters as plain data ----------------------------
+    def export_user(self, user_id: str) -> dict | None:
+        """The user's factors, bias and optimiser state (copies); None for an unknown user."""
+        r = self._user_rows.get(user_id)
+        if r is None:
+            return None
+        if self._river is not None:
+            # River's dicts are the reference engine's truth, keyed by user id
+            opts = self._river_user_optimizers()
+            optimizer = {"factors": key_state(opts[0], user_id)}
+            optimizer["bias"] = key_state(opts[1], user_id) if self.bias else {}
+        else:
+            optimizer = {"factors": key_state(self._opt_u, r), "bias": key_state(self._opt_bu, r)}
+        return {"factors": self._P[r].copy(), "bias": float(self._bu[r]), "optimizer": optimizer}
+
+    def import_user(self, user_id: str, data: Mapping) -> None:
+        """Replace the user's parameters with :meth:`export_user`'s ``data``."""
+        factors = np.asarray(data["factors"], dtype=np.float64)
+        if factors.shape != (self.n_factors,):
+            raise ValueError(f"factors of shape {factors.shape}, expected ({self.n_factors},)")
+        self.forget_user(user_id)
+        r = self._allocate_row(user_id)  # no initializer draw: a seeded run stays reproducible
+        self._P[r] = factors
+        self._bu[r] = float(data["bias"])
+        optimizer = data.get("optimizer", {})
+        if self._river is not None:
+            self._river.u_latents[user_id] = factors.copy()
+            if self.bias:
+                self._river.u_biases[user_id] = float(data["bias"])
+            for opt, part in zip(self._river_user_optimizers(), ("factors", "bias"), strict=False):
+                set_key_state(opt, user_id, optimizer.get(part, {}))
+        else:
+            set_key_state(self._opt_u, r, optimizer.get("factors", {}))
+            set_key_state(self._opt_bu, r, optimizer.get("bias", {}))
 
     def user_vector(self, user_id: str) -> np.ndarray | None:
         r = self._user_rows.get(user_id)

@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 
+def id_hash(event_id: str) -> int:
+    """The 64-bit digest :class:`DedupWindow` remembers ``event_id`` by."""
+    return _id_hash(event_id)
+
+
 def _id_hash(event_id: str) -> int:
     # 64-bit digests instead of the strings: a million ids cost ~60 MB as Python ints in a set
     # (vs ~150 MB as strings) and 8 MB in a checkpoint. A false "duplicate" needs a 64-bit
@@ -72,6 +77,14 @@ class DedupWindow:
     def add(self, event_id: str) -> bool:
         """Remember ``event_id``; True when it was not in the window (process it)."""
         h = _id_hash(event_id)
+        if h in self._set:
+            return False
+        self._insert(h)
+        return True
+
+    def add_hash(self, h: int) -> bool:
+        """:meth:`add` for an id already hashed (:func:`id_hash`): restoring a moved user."""
+        h = int(h)
         if h in self._set:
             return False
         self._insert(h)
@@ -139,6 +152,11 @@ class Positions:
         """Resume the partition at ``offset`` (see :mod:`recstream.offsets`: a log that no
         longer matches the position)."""
         self._next[(topic, partition)] = offset
+
+    def discard(self, topic: str, partition: int) -> None:
+        """Forget the partition's position (it moved to another worker, or its state was
+        reloaded without one: read from the log's start)."""
+        self._next.pop((topic, partition), None)
 
     def as_dict(self) -> dict[tuple[str, int], int]:
         return dict(self._next)

@@ -129,8 +129,10 @@ class EventOutcome:
     # batch: see handle_events) · dlq: invalid · duplicate: event_id seen in the window ·
     # replayed: offset already reflected in the state (redelivery after a restart): skipped ·
     # halted: not applied, the processor has stopped (``StreamProcessor.halted``) ·
-    # forgotten: an event of a forgotten user from before the request (recstream.forget).
-    status: Literal["ok", "dlq", "duplicate", "replayed", "halted", "forgotten"]
+    # forgotten: an event of a forgotten user from before the request (recstream.forget) ·
+    # moved: its partition belongs to another worker now (several workers: not applied here,
+    # the new owner reads it from the partition's committed state on).
+    status: Literal["ok", "dlq", "duplicate", "replayed", "halted", "forgotten", "moved"]
     event: Event | None = None
     recommendation: Recommendation | None = None
     profile: np.ndarray | None = None
@@ -179,9 +181,13 @@ class StreamProcessor:
         dedup_window: int = 1_000_000,
         max_event_bytes: int = 64 * 1024,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        require_user_key: bool = False,
         clock=time.time,
     ) -> None:
         self.recommender = recommender
+        # Several workers: each owns the users of its partitions, so an event must be keyed by
+        # its user_id (else one user's events could reach two owners); others are dead-lettered.
+        self.require_user_key = require_user_key
         self.k = k
         self.max_event_bytes = max_event_bytes
         self.max_consecutive_errors = max_consecutive_errors
@@ -279,6 +285,15 @@ class StreamProcessor:
         except Exception as exc:  # a parser bug: contained like any processing error
             log.exception("parsing the event at %s failed", where)
             return EventOutcome("dlq", dlq=self._processing_error(raw, exc, where, key))
+        if self.require_user_key and key != event.user_id.encode():
+            error = InvalidMessage(
+                "bad_key",
+                "the record's key must be the event's user_id (several workers own users by "
+                "partition)",
+            )
+            return EventOutcome(
+                "dlq", dlq=self._dead_letter(raw, error, where, key), received_at=now
+            )
         if event.event_id in self.dedup:
             self.counts.duplicates += 1
             return EventOutcome("duplicate", event=event, received_at=now)

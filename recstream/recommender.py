@@ -8,6 +8,11 @@ item index (:mod:`recstream.index`), normalises each signal, sums them with the 
 :class:`RecommenderConfig` and returns the top K, each with the reason of its largest
 contribution.
 
+Per-user state is portable: :meth:`Recommender.export_user` gives everything the model holds
+about one user as plain data keyed by item ids, :meth:`Recommender.import_user` reads it back
+(on another worker, or after the user was dropped from memory as idle:
+:meth:`Recommender.idle_users`, :meth:`Recommender.drop_user`).
+
 Cold users (no events) get popular-now and fresh items. Cold items (new, few or no events) are
 reachable through content similarity (they have text, hence a vector, before they have clicks)
 and the fresh-item prior.
@@ -33,7 +38,7 @@ import json
 import os
 import pickle
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +64,7 @@ _SIGNAL_REASONS = {
 _PAST = {"purchase": "purchased", "click": "clicked", "view": "viewed"}
 
 _FORMAT_VERSION = 1
+USER_FORMAT = 1  # of export_user's dicts
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,12 @@ class RecommenderConfig:
     covisit_window: int = 20  # pairs are counted within the user's last N events
     covisit_recency: float = 0.9  # weight per step back in the user's history when scoring
     covisit_neighbors: int = 0  # >0: each recent item contributes only its N nearest items
+    # >0: store at most 2N neighbours per item (a row that grows past 2N keeps its N largest
+    # counts): bounds a long-running worker's memory at ~items x 2N pairs. 1000 leaves
+    # ml-latest-small's hr@10 exactly as unbounded (0.1422; 1% of the pairs pruned), so the
+    # default changes no result; 200 prunes 41% of the pairs for -0.8% hr@10 (first half:
+    # -0.08%): the setting for a large catalogue (BENCHMARKS.md, "Soak"). 0: unbounded
+    covisit_max_stored: int = 1000
     # --- MF -----------------------------------------------------------------------------------
     mf_factors: int = 32
     mf_lr: float = 0.02
@@ -92,6 +104,11 @@ class RecommenderConfig:
     popularity_half_life: float = 2000.0  # in events: "popular now" = the last few thousand
     fresh_half_life: float = 2000.0  # in events since the item's first event
     recent_size: int = 50  # events kept per user
+    # each user's seen / purchased items used for exclusion: the most recent N (0: all). Above
+    # any ml-latest-small user (2,698 events), a bound only for crawlers; exclusion then covers
+    # just those N items
+    user_max_seen: int = 10_000
+    user_max_purchased: int = 10_000
     content_dim: int = 128  # score content in a PCA projection this wide (0: full vectors)
 
     def digest(self) -> str:
@@ -161,7 +178,11 @@ class Recommender:
         c = self.config
         self.index = ItemIndex(reduce_dim=c.content_dim or None)
         self.users = UserStore(
-            recent_size=c.recent_size, weights=c.event_weights, profile_decay=c.profile_decay
+            recent_size=c.recent_size,
+            weights=c.event_weights,
+            profile_decay=c.profile_decay,
+            max_seen=c.user_max_seen,
+            max_purchased=c.user_max_purchased,
         )
         shared = {"index": self.index, "users": self.users}
         self.covisit = CoVisitation(
@@ -170,6 +191,7 @@ class Recommender:
             recency=c.covisit_recency,
             tie_break=False,  # ties are settled by the other signals
             max_neighbors=c.covisit_neighbors or None,
+            max_stored=c.covisit_max_stored,
             **shared,
         )
         self.mf = ImplicitMF(
@@ -247,7 +269,7 @@ class Recommender:
         self.mf.update(event.user_id, row, event.type)
         self.covisit.update(event.user_id, row, event.type)
         self.popularity.add(row, c_weights.get(event.type, 0.0), float(self.n_events))
-        self.users.update(event, row, self.index.vector(event.item_id))
+        self.users.update(event, row, self.index.vector(event.item_id), clock=self.n_events)
 
     def forget_user(self, user_id: str) -> bool:
         """Remove ``user_id`` from every per-user state: history, profile, seen and purchased
@@ -258,6 +280,81 @@ class Recommender:
         known |= self.covisit.forget_user(user_id)
         known |= self.mf.forget_user(user_id)
         return known
+
+    # -- portable user state: per-partition stores, idle users out of memory ----------------
+    def user_ids(self) -> Iterator[str]:
+        """The users held in memory (a snapshot: dropping users while iterating is fine)."""
+        known = dict.fromkeys(self.users)
+        known.update(dict.fromkeys(self.covisit._history))
+        known.update(dict.fromkeys(self.mf._user_rows))
+        return iter(list(known))
+
+    def export_user(self, user_id: str) -> dict | None:
+        """Everything this model holds about ``user_id`` as plain data, or None if unknown.
+
+        Items are named by id, never by this worker's rows, so :meth:`import_user` reads it on
+        any worker: ``{"format", "user"`` (history, seen, purchased, counts, sessions, profile
+        sum), ``"covisit"`` (the co-visitation window), ``"mf"`` (factors, bias, optimiser
+        state)``}``; numpy arrays for vectors, so pickle it (not JSON).
+
+        >>> from recstream.events import Event, Item
+        >>> a, b = Recommender(), Recommender()
+        >>> for rec, order in ((a, "xyz"), (b, "zyx")):  # rows differ between the two
+        ...     for i in order:
+        ...         _ = rec.upsert_item(Item(i))
+        >>> a.learn(Event("e1", "u1", "x", "purchase", 1.0))
+        >>> data = a.export_user("u1")
+        >>> data["user"]["purchased"], data["covisit"], data["mf"]["factors"].shape
+        (['x'], [('x', 1.0)], (32,))
+        >>> b.import_user("u1", data)
+        >>> [b.index.ids[r] for r in b.users.get("u1").purchased], a.export_user("nobody")
+        (['x'], None)
+        """
+        user = self.users.export_user(user_id, self.index.ids)
+        covisit = self.covisit.export_user(user_id)
+        mf = self.mf.export_user(user_id)
+        if user is None and covisit is None and mf is None:
+            return None
+        return {"format": USER_FORMAT, "user": user, "covisit": covisit, "mf": mf}
+
+    def import_user(self, user_id: str, data: dict) -> None:
+        """Replace ``user_id``'s state with :meth:`export_user`'s ``data``.
+
+        Item ids this model does not know are added as :meth:`learn` adds them (recommendable
+        only once catalogued, unless ``allow_unknown_items``).
+        """
+        if not isinstance(data, dict) or data.get("format") != USER_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a user export of format {USER_FORMAT}: {found!r}")
+        self.drop_user(user_id)
+        allow = self.allow_unknown_items
+
+        def row_of(item_id: str) -> int:
+            return self.index.add(item_id, active=allow)
+
+        user, covisit, mf = data.get("user"), data.get("covisit"), data.get("mf")
+        if covisit is not None:
+            for item_id, _ in covisit:
+                row_of(item_id)  # first, with this model's rule (covisit's own adds active)
+            self.covisit.import_user(user_id, covisit)
+        if user is not None:
+            self.users.import_user(user_id, user, row_of)
+        if mf is not None:
+            self.mf.import_user(user_id, mf)
+
+    def drop_user(self, user_id: str) -> bool:
+        """Remove ``user_id`` from memory (a partition left this worker, or the user is idle
+        and was exported). The same as :meth:`forget_user`; True when the user was known."""
+        return self.forget_user(user_id)
+
+    def idle_users(
+        self, before_event: int | None = None, before_ts: float | None = None
+    ) -> list[str]:
+        """Users whose last event is older than every bound given: learned before the model's
+        clock ``n_events`` read ``before_event`` (e.g. ``n_events - ttl_events``), and with an
+        event time before ``before_ts``. The caller decides what to do with them (typically
+        :meth:`export_user` into the partition's store, then :meth:`drop_user`)."""
+        return self.users.idle(before_event, before_ts)
 
     def _mark_fresh(self, row: int) -> None:
         """Start the fresh-item clock of ``row`` at its first appearance (upsert or event)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from streams import runtime
 from streams.app import app, settings
+from streams.catalogue_sync import RECONCILE_S
 from streams.topics import SOURCE_TOPICS, events_topic, forget_topic, items_topic
 
 log = logging.getLogger("recstream.worker")
@@ -87,6 +88,45 @@ async def publish_metrics() -> None:
 @app.timer(interval=settings.checkpoint_interval_s)
 async def checkpoint() -> None:
     await runtime.current().checkpoint(flush=app.producer.flush)
+
+
+@app.timer(interval=settings.state_flush_interval_s)
+async def flush_state() -> None:
+    """Several workers: commit each owned partition's changed users and item delta."""
+    rt = runtime.current()
+    if rt.group_mode:
+        await rt.flush_state()
+        await rt.evict_idle_users()
+
+
+@app.task
+async def item_deltas() -> None:
+    """Several workers: merge the item deltas the other workers commit, from the start."""
+    rt = runtime.current()
+    if rt.group_mode:
+        await rt.follow_item_deltas()
+
+
+@app.task
+async def catalogue_sync() -> None:
+    """Several workers: the whole catalogue and every item vector, from their topics."""
+    await runtime.current().run_catalogue_sync()
+
+
+@app.timer(interval=RECONCILE_S)
+async def reconcile_encoding() -> None:
+    """Several workers: an item of this worker's partitions still without a vector is queued."""
+    runtime.current().reconcile_encoding(app.consumer.assignment())
+
+
+@app.on_partitions_revoked.connect
+async def release_partitions(sender: Any, revoked: Any, **kwargs: Any) -> None:
+    """Several workers: a last flush of the revoked partitions before another worker reads
+    them (Faust has stopped handing their messages to the agents by now)."""
+    rt = runtime.current()
+    if rt.group_mode:
+        events = settings.topic("events")
+        await rt.release_partitions(tp.partition for tp in revoked if tp.topic == events)
 
 
 @app.on_rebalance_complete.connect

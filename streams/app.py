@@ -2,6 +2,11 @@
 
 Importing this module reads ``RECSTREAM_*`` once; ``recstream worker`` sets the variables its
 options override (``--web-port``) before importing it.
+
+``faust -A streams.app worker -l info`` works too: Faust's command imports the agents and views
+(``autodiscover``) and runs the worker class named by ``Worker``, which does the same start-up as
+``recstream worker`` (streams/faust_worker.py). Its ``--web-port`` overrides the port Faust binds;
+everything else comes from ``RECSTREAM_*`` as always.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ app = faust.App(
     consumer_metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
     broker_rebalance_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 10),
-    autodiscover=False,
-    origin="streams",
+    # What `faust -A streams.app ...` imports (the agents and views register themselves), and
+    # the worker class it runs; `recstream worker` imports them itself and runs the same class.
+    # The origin (always scanned with autodiscovery) is this module, not the whole package.
+    autodiscover=["streams.agents", "streams.web"],
+    origin="streams.app",
+    Worker="streams.faust_worker:RecstreamWorker",
 )

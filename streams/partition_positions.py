@@ -16,6 +16,7 @@ from typing import Any
 from faust.types import TP
 
 from recstream.adapters.metrics import Metrics
+from recstream.config import Settings
 from recstream.offsets import decide
 from recstream.pipeline import StreamProcessor
 
@@ -26,6 +27,7 @@ class PartitionPositions:
     """Expects the attributes below (set by Runtime)."""
 
     processor: StreamProcessor
+    settings: Settings
     metrics: Metrics
     topic_ids: dict[str, str]
     topic_id_reader: Callable[[list[str]], dict[str, str]] | None
@@ -44,7 +46,18 @@ class PartitionPositions:
         No lock: each message's state change and position move happen in one synchronous call,
         so the positions read here always match the state, whatever an agent is awaiting.
         """
+        group = getattr(self, "group_mode", False)
+        rebalance = getattr(self, "rebalances", 0)
         assigned = [tp for tp in consumer.assignment() if tp.topic in source_topics]
+        if group:
+            # Several workers: first the users of the events partitions assigned now (their
+            # positions come with them, streams/partition_state.py), unless a newer rebalance
+            # overtook this one (it resumes the partitions itself).
+            events = self.settings.topic("events")
+            mine = [tp.partition for tp in assigned if tp.topic == events]
+            if not await self.take_partitions(mine, rebalance):
+                log.info("rebalance superseded while taking partitions over: left to the next")
+                return {}
         if assigned:
             await self._reset_senseless_offsets(consumer, assigned)
         offsets: dict[TP, int] = {}
@@ -62,6 +75,11 @@ class PartitionPositions:
             # Consumer._commit(offsets) commits explicit offsets (Consumer.commit() would commit
             # Faust's acked ones); it is the transport's own commit, used by every driver.
             await consumer._commit(offsets)
+            if group:
+                # And seek there ourselves: a partition can come back to a worker that still
+                # has Faust's position of an earlier ownership in its fetcher.
+                for tp, offset in offsets.items():
+                    await consumer.seek(tp, offset)
         log.info(
             "resuming at %s",
             ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(offsets.items())),

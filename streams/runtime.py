@@ -38,9 +38,11 @@ from recstream.config import Settings
 from recstream.dead_letters import dead_letter_key
 from recstream.events import Item
 from recstream.pipeline import StreamProcessor
+from streams.catalogue_sync import CatalogueSync
 from streams.checkpointing import Checkpointing
 from streams.live import Catalogue, LiveFeed, Subscribers
 from streams.partition_positions import PartitionPositions
+from streams.partition_state import PartitionState
 
 log = logging.getLogger("recstream.worker")
 
@@ -77,7 +79,7 @@ def encoder_threads() -> int:
     return max(1, cpus - 1)
 
 
-class Runtime(Checkpointing, PartitionPositions, LiveFeed):
+class Runtime(Checkpointing, PartitionPositions, PartitionState, CatalogueSync, LiveFeed):
     def __init__(
         self,
         settings: Settings,
@@ -128,6 +130,8 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
         # The live page (streams/live.py): titles from the items topic, and the open streams.
         self.catalogue = Catalogue()
         self.subscribers = Subscribers()
+        self._init_partition_state()  # several workers (streams/partition_state.py)
+        self._init_catalogue_sync()  # several workers: items and vectors (catalogue_sync.py)
 
     # -- inputs ------------------------------------------------------------------------------
     async def submit_event(self, message: Message) -> None:
@@ -192,7 +196,10 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
     async def on_events(self, messages: list[Message]) -> None:
         m, s = self.metrics, self.settings
         async with self.lock:
-            outcomes = self.processor.handle_events(messages)
+            if self.group_mode:
+                outcomes = self.handle_owned_events(messages)
+            else:
+                outcomes = self.processor.handle_events(messages)
             learned: Counter[str] = Counter()
             for message, out in zip(messages, outcomes, strict=True):
                 if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
@@ -226,6 +233,7 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
 
     async def on_item(self, message: Message) -> None:
         m, s = self.metrics, self.settings
+        await self.before_owned_item()  # several workers: the item-vectors topic is read first
         async with self.lock:
             out = self.processor.handle_item(
                 message.value,
@@ -243,6 +251,9 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
             if applied and out.status == "deleted" and self.redis is not None:
                 assert out.item is not None
                 await self.redis.delete_item(out.item.item_id)
+            if applied:
+                # several workers: encode it or not
+                await self.owned_item(out.status, out.item, (message.partition, message.offset))
         if out.status == "halted":  # the items agent stops too (outside the lock: checkpoints)
             await self._wait_while_halted()
         if not applied:
@@ -268,6 +279,8 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
                 assert out.user_id is not None
                 if self.redis is not None:
                     self.redis.forget_user(out.user_id)
+                at = self.processor.forgotten.when(out.user_id) or time.time()
+                self.forgot_user(message.partition, out.user_id, at)
                 self.metrics.users_forgotten.inc()
                 self._prune_checkpoints = True
                 log.info("forgot a user (request at offset %d)", message.offset)  # no id logged
@@ -311,7 +324,7 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
             assert dlq is not None
             m.dlq.labels(reason=dlq["code"]).inc()
             await self._send_dead_letter(message, dlq)
-        elif status != "halted":
+        elif status not in ("halted", "moved"):
             return False
         return True
 
@@ -366,6 +379,7 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
                 return total
             seconds = time.perf_counter() - t0
             ids, kept = self.processor.apply_vectors(batch, vectors)
+            await self.vectors_encoded(batch, ids, kept)  # several workers: to item-vectors
             self.encoder_error = None
             m = self.metrics
             m.encode_batch_size.observe(len(batch))
@@ -390,6 +404,7 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
         interval = self.settings.encoder_interval_s
         spacing = interval
         last_start = -math.inf
+        await self.before_encoding()  # several workers: the item-vectors topic is read first
         while True:
             if not self.processor.encode_queue.waiting:
                 await self._wakeup.wait()  # on_item: the first item is waiting
@@ -489,6 +504,19 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
             "encoder_error": self.encoder_error,
             "redis_errors": self.redis.errors if self.redis is not None else None,
             "last_checkpoint": self.last_checkpoint,
+            "state_store": self.settings.state_store,
+            **self.catalogue_sync_health(),
+            **(self._group_health() if self.group_mode else {}),
+        }
+
+    def _group_health(self) -> dict[str, Any]:
+        """Several workers: the partitions held here, each with the events learned from it by
+        every owner so far and its position (sum them over the group to reconcile)."""
+        return {
+            "partitions": self.partitions_health(),
+            "state_flushes": self.state_flushes,
+            "item_deltas_applied": self.deltas_applied,
+            "state_restore_s": self.state_restore_s,
         }
 
     def recommend(self, user_id: str, k: int) -> dict[str, Any]:
@@ -506,6 +534,7 @@ class Runtime(Checkpointing, PartitionPositions, LiveFeed):
         }
 
     async def close(self) -> None:
+        await self.close_partition_state()
         if self.redis is not None:
             await self.redis.close()
         self._pool.shutdown(wait=False, cancel_futures=True)

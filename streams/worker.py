@@ -1,9 +1,12 @@
 """``recstream worker`` / ``python -m streams.worker``: run the streaming worker.
 
-Startup, before Faust takes over: create the topics (configured partitions), read their Kafka
-topic ids, restore the newest checkpoint that belongs to those topics (models/README.md), and
-install the :class:`~streams.runtime.Runtime`. Then the Faust worker runs the agents, timers
-and the web server until SIGTERM/SIGINT, which checkpoint once more on the way out.
+Startup (:func:`start_up`), before Faust takes over: take this worker's slot (its own folder
+under models/, recstream/worker_slots.py) and, with the local store, the checkpoint folder's
+lock; create the topics (configured partitions), read their Kafka topic ids, restore the newest
+checkpoint that belongs to those topics (models/README.md), and install the
+:class:`~streams.runtime.Runtime`. Then the Faust worker (streams/faust_worker.py) runs the
+agents, timers and the web server until SIGTERM/SIGINT, which checkpoint once more on the way
+out. ``faust -A streams.app worker`` runs the same start-up from that worker class's first start.
 """
 
 from __future__ import annotations
@@ -15,16 +18,12 @@ import os
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
-# Before numpy is imported (OpenBLAS reads it once): per-event scoring is one small mat-vec over
-# the item matrix, which multi-threaded OpenBLAS makes 5-10x *slower* when its threads spin against
-# the event loop, the encoder thread and the broker (9742x384: 0.9 ms on one thread, 4.5-9 ms on
-# two, on the 2-core reference machine). The BERT encoder has its own torch thread pool.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
+# OPENBLAS_NUM_THREADS=1 is set by streams/__init__.py, which every entry point imports first.
 from recstream.cli import port
-from recstream.config import Settings  # after the environment above
+from recstream.config import Settings
 
 log = logging.getLogger("recstream.worker")
 
@@ -51,20 +50,33 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def restore_processor(settings: Settings, topic_ids: dict[str, str]):
-    """The processor of the newest usable checkpoint, or a fresh one (and why, for the log)."""
+def restore_processor(settings: Settings, topic_ids: dict[str, str], checkpoints: Path):
+    """The processor of the newest usable checkpoint in ``checkpoints``, or a fresh one (and
+    why, for the log)."""
     from recstream.checkpoint import CheckpointStore
     from recstream.pipeline import StreamProcessor
     from recstream.recommender import Recommender
-    from streams.runtime import checkpoint_dir
 
-    store = CheckpointStore(checkpoint_dir(settings))
+    store = CheckpointStore(checkpoints)
     kwargs = {
         "k": settings.k,
         "dedup_window": settings.dedup_window,
         "max_event_bytes": settings.max_event_bytes,
         "max_consecutive_errors": settings.max_consecutive_errors,
+        "require_user_key": settings.state_store == "kafka",
     }
+    if settings.state_store == "kafka":
+        # Several workers: no checkpoint of our own. Users come with their partitions from
+        # <prefix>.user-state, the item side from <prefix>.item-deltas and item-vectors
+        # (streams/partition_state.py, streams/catalogue_sync.py).
+        recommender = Recommender(
+            seed=settings.seed,
+            exclude=settings.exclude,
+            allow_unknown_items=settings.allow_unknown_items,
+        )
+        recommender.track_item_deltas()
+        log.info("state store: kafka (users per partition in %s)", settings.topic("user-state"))
+        return None, StreamProcessor(recommender, **kwargs)
     for ckpt in store.candidates():
         saved = ckpt.meta.get("topic_ids", {})
         if any(saved.get(name) != tid for name, tid in topic_ids.items()):
@@ -101,8 +113,9 @@ def restore_processor(settings: Settings, topic_ids: dict[str, str]):
     return store, StreamProcessor(recommender, **kwargs)
 
 
-def build_runtime(settings: Settings):
-    """Everything the agents need, built synchronously before the event loop starts."""
+def build_runtime(settings: Settings, checkpoints: Path | None = None):
+    """Everything the agents need, built synchronously before the event loop starts.
+    ``checkpoints``: the folder this worker owns (:func:`start_up`); default the app's."""
     from recstream.adapters.kafka import ensure_topics, topic_ids
     from recstream.adapters.metrics import Metrics
     from recstream.adapters.redis_sink import RedisSink
@@ -112,7 +125,11 @@ def build_runtime(settings: Settings):
 
     ensure_topics(settings)
     ids = topic_ids(settings, [settings.topic("events"), settings.topic("items")])
-    store, processor = restore_processor(settings, ids)
+    if checkpoints is None:
+        from streams.runtime import checkpoint_dir
+
+        checkpoints = checkpoint_dir(settings)
+    store, processor = restore_processor(settings, ids, checkpoints)
     metrics = Metrics()
     redis = RedisSink(
         settings,
@@ -122,6 +139,7 @@ def build_runtime(settings: Settings):
     )
     metrics.watch_redis(pending=redis.pending_writes, up=lambda: redis.up)
     outputs = {t.get_topic_name() for t in (recommendations_topic, dlq_topic, metrics_topic)}
+    outputs.add(settings.topic("item-vectors"))  # several workers (streams/catalogue_sync.py)
 
     def delivered(future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -178,20 +196,52 @@ def build_runtime(settings: Settings):
     )
 
 
-def _worker_class():
-    import faust
+# This process's slot and checkpoint locks: held (open) until the process exits.
+_files = None
 
-    from recstream.logs import install_rate_limit
 
-    class RateLimitedWorker(faust.Worker):
-        """Faust's worker, with repeated WARNING/ERROR lines rate-limited (recstream.logs):
-        a broker outage otherwise writes one line per connection attempt and fetch."""
+def start_up(settings: Settings):
+    """The start-up of every worker, whichever command started it (module docstring): claim
+    this worker's files, build the Runtime and install it; returns it. Raises ConnectionError
+    (no broker) or ValueError (a setting; a slot or checkpoint folder in use), holding nothing.
+    """
+    global _files
+    from faust.exceptions import AlreadyConfiguredWarning
 
-        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-            super().on_setup_root_logger(logger, level)
-            install_rate_limit(logger)
+    import streams.agents  # registers the agents, timers and hooks
+    import streams.web  # noqa: F401  (registers the views)
+    from recstream.worker_slots import claim_worker_files
+    from streams import runtime
+    from streams.app import app
+    from streams.runtime import checkpoint_dir
 
-    return RateLimitedWorker
+    files = claim_worker_files(settings, checkpoint_dir(settings))
+    try:
+        rt = build_runtime(settings, files.checkpoints)
+    except BaseException:
+        files.release()
+        raise
+    _files = files
+    if settings.state_store == "kafka" and settings.user_ttl_s > 0:
+        rt.open_idle_store(files.slot.folder / "idle-users.sqlite")  # the slot's own file
+    runtime.install(rt)
+    # The slot's own Faust data directory (Faust creates only the leaf). Faust warns that the
+    # value was read already: by `faust worker`'s banner, before the app (the only user) starts.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlreadyConfiguredWarning)
+        app.conf.datadir = str(files.datadir)
+    files.datadir.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "worker %s: slot %d, topics %s.*, web http://%s:%d%s, checkpoints %s",
+        rt.worker_id,
+        files.slot.number,
+        settings.topic_prefix,
+        settings.web_host,
+        app.conf.web_port,
+        " (bearer token required)" if settings.http_token() else "",
+        rt.store.root if rt.store else None,
+    )
+    return rt
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["RECSTREAM_WEB_PORT"] = str(args.web_port)
     settings = Settings.from_env()
     try:
-        token = settings.http_token()  # a missing or empty token file is a start-up error
+        settings.http_token()  # a missing or empty token file is a start-up error
     except ValueError as exc:
         print(f"recstream worker: error: {exc}", file=sys.stderr)
         return 2
@@ -214,33 +264,18 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.loglevel.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
-    # kafka-python (topic admin at startup) logs every connection at INFO.
-    logging.getLogger("kafka").setLevel(
-        max(logging.WARNING, logging.getLevelName(args.loglevel.upper()))
-    )
-    import streams.agents  # registers the agents, timers and hooks
-    import streams.web  # noqa: F401  (registers the views)
-    from streams import runtime
+    from streams.faust_worker import RecstreamWorker, quiet_kafka_python
+
+    quiet_kafka_python(logging.getLevelName(args.loglevel.upper()))
+    try:
+        start_up(settings)
+    except (ConnectionError, ValueError) as exc:  # no broker; a bad credential or TLS setting;
+        print(f"recstream worker: error: {exc}", file=sys.stderr)  # a slot in use
+        return 1
     from streams.app import app
 
-    try:
-        rt = build_runtime(settings)
-    except (ConnectionError, ValueError) as exc:  # no broker; a bad credential or TLS setting
-        print(f"recstream worker: error: {exc}", file=sys.stderr)
-        return 1
-    runtime.install(rt)
-    RateLimitedWorker = _worker_class()
-    Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)  # Faust creates only the leaf
-    log.info(
-        "worker %s: topics %s.*, web http://%s:%d%s, checkpoints %s",
-        rt.worker_id,
-        settings.topic_prefix,
-        settings.web_host,
-        settings.web_port,
-        " (bearer token required)" if token else "",
-        rt.store.root if rt.store else None,
-    )
-    worker = RateLimitedWorker(app, loglevel=args.loglevel, redirect_stdouts=False)
+    # Faust's worker, our subclass (app.conf.Worker): it finds the Runtime installed.
+    worker = RecstreamWorker(app, loglevel=args.loglevel, redirect_stdouts=False)
     # At --loglevel warning or above Faust's startup spinner sets the *root* logger to DEBUG
     # (it spins once per log record), so every aiokafka debug call on the hot path built a
     # LogRecord: 3 % of the worker's CPU. The spinner is cosmetic; the log level is the user's.

@@ -6,6 +6,7 @@
 #   kafka.sh start [--brokers N]    start N combined broker+controller nodes, wait until healthy
 #   kafka.sh stop [--node I]        SIGTERM, wait, SIGKILL after KAFKA_STOP_TIMEOUT; no stray JVM
 #   kafka.sh status                 exit 0 when every node of the running cluster is up
+#   kafka.sh nodes                  node count of the cluster started last (0 once stopped)
 #   kafka.sh env                    SECURE=1 only: the RECSTREAM_* variables of the worker user
 #
 # `start` starts only the nodes that are down, so a fault test can stop (or kill -9, pid in
@@ -15,8 +16,16 @@
 # quorum on KAFKA_CONTROLLER_PORT+i-1 (default KAFKA_PORT+100: 9192, ...). State lives in
 # .stack/kafka/ and survives stop/start (a restarted worker finds its offsets); `make clean`
 # removes it.
-# Other settings: BROKERS (default of --brokers, 1), KAFKA_PARTITIONS (num.partitions, 4),
-# KAFKA_HEAP_OPTS, KAFKA_START_TIMEOUT (s, 120), KAFKA_STOP_TIMEOUT (s, 30).
+# Other settings: BROKERS (default of --brokers: the running cluster's node count, else the
+# stopped one's, else 1),
+# KAFKA_PARTITIONS (num.partitions, 4), KAFKA_HEAP_OPTS, KAFKA_START_TIMEOUT (s, 120),
+# KAFKA_STOP_TIMEOUT (s, 30).
+#
+# KAFKA_STATE=DIR runs a second, independent cluster from the same clone: its state, pid files,
+# logs and lock (DIR.lock) live in DIR instead of .stack/kafka, and every command (start, stop,
+# stop --node, status) acts on that cluster only. Give it ports of its own too (KAFKA_PORT, and
+# KAFKA_CONTROLLER_PORT if KAFKA_PORT+100.. is taken): the tests' private 3-node cluster
+# (tests/integration/cluster.py) runs that way next to the shared one on 9092.
 #
 # SECURE=1 selects a second, independent cluster that can run next to the plaintext one: state in
 # .stack/kafka-secure/, clients on 127.0.0.1:KAFKA_SECURE_PORT (9392...) over SASL_SSL
@@ -44,6 +53,10 @@ stop_poll=0.3
 kill_grace=0.5
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$here/../lib.sh" # root, state=.stack/kafka, die, port_open, lock, need, spawn, terminate
+if [[ -n ${KAFKA_STATE:-} ]]; then
+  state=$(realpath -m "$KAFKA_STATE")
+  lockfile=$state.lock
+fi
 libs=$root/.cache/kafka-libs
 if ((secure)); then
   port_var=KAFKA_SECURE_PORT
@@ -231,7 +244,7 @@ grant_acls() {
 }
 
 start() {
-  local n=${BROKERS:-1} i p cid t0 deadline todo=()
+  local n=${BROKERS:-} i p cid t0 deadline todo=()
   while (($#)); do
     case $1 in
       --brokers) n=${2:?--brokers needs a number}; shift 2 ;;
@@ -239,6 +252,12 @@ start() {
       *) die "unknown option $1 (usage: kafka.sh start [--brokers N])" ;;
     esac
   done
+  # No count given: the running cluster's (`make up BROKERS=3`, then `make run`), else the one
+  # the state was formatted for (a stopped cluster comes back as it was), else 1.
+  if [[ -z $n ]]; then
+    n=$(running_nodes)
+    if ((n == 0)); then n=$(cat "$state/formatted" 2>/dev/null || echo 1); fi
+  fi
   [[ $n =~ ^[1-9]$ ]] || die "--brokers must be 1..9, got '$n'"
   fetch
   if [[ $(running_nodes) != "$n" ]]; then
@@ -393,10 +412,11 @@ case $cmd in
   start) lock; start "$@" ;;
   stop) lock; stop "$@" ;;
   status) status ;;
+  nodes) running_nodes ;;
   env)
     ((secure)) || die "env: only the secure cluster has credentials (SECURE=1)"
     [[ -f $state/client.env ]] || die "env: not started yet (SECURE=1 kafka.sh start)"
     grep '^export' "$state/client.env" ;;
-  *) echo "usage: $0 fetch | tools | start [--brokers N] | stop [--node I] | status | env" >&2
+  *) echo "usage: $0 fetch | tools | start [--brokers N] | stop [--node I] | status | nodes | env" >&2
      exit 2 ;;
 esac

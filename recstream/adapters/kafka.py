@@ -111,6 +111,22 @@ def topic_layout(settings: Settings) -> dict[str, int]:
         settings.topic("recommendations"): p,  # key user_id
         settings.topic("events.dlq"): p,
         settings.topic("metrics"): 1,  # a few snapshots a minute: order beats parallelism
+        **dict.fromkeys(topic_configs(settings), p),
+    }
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The topics of several workers (``RECSTREAM_STATE_STORE=kafka``) and their settings;
+    partition ``p`` of each belongs with partition ``p`` of the events (README, "Scaling out")."""
+    if settings.state_store != "kafka":
+        return {}
+    return {
+        # key u:<user> / f:<hash> / p:<partition>: the latest record per key is the state
+        settings.topic("user-state"): {"cleanup.policy": "compact"},
+        # one record per flush of a partition: every worker replays them all from the start
+        settings.topic("item-deltas"): {"cleanup.policy": "delete", "retention.ms": "-1"},
+        # key item_id: the newest vector of each item (streams/catalogue_sync.py)
+        settings.topic("item-vectors"): {"cleanup.policy": "compact"},
     }
 
 
@@ -142,7 +158,12 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     with admin_client(settings) as admin:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(name, partitions, settings.replication_factor)
+            NewTopic(
+                name,
+                partitions,
+                settings.replication_factor,
+                topic_configs=topic_configs(settings).get(name, {}),
+            )
             for name, partitions in wanted.items()
             if name not in existing
         ]

@@ -269,6 +269,47 @@ class Metrics:
             "processing errors (a bug or an incompatible model; see /healthz)",
             registry=r,
         )
+        # --- several workers (RECSTREAM_STATE_STORE=kafka, streams/partition_state.py) ---
+        self.state_flush_seconds = Histogram(
+            "recstream_state_flush_seconds",
+            "One partition's flush: its changed users, item delta and marker in one transaction",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.state_records = Counter(
+            "recstream_state_records_total", "Records committed to the user-state topic", registry=r
+        )
+        self.state_flush_errors = Counter(
+            "recstream_state_flush_errors_total",
+            "Flushes not committed (fenced: another worker owns the partition now; error: "
+            "retried) and item deltas that could not be read (bad_delta)",
+            ["reason"],
+            registry=r,
+        )
+        self.owned_partitions = Gauge(
+            "recstream_owned_partitions",
+            "Events partitions whose users this worker holds",
+            registry=r,
+        )
+        self.item_deltas_applied = Counter(
+            "recstream_item_deltas_applied_total",
+            "Item deltas of other workers merged into this worker's item side",
+            registry=r,
+        )
+        # --- item vectors shared by several workers (streams/catalogue_sync.py) ---
+        self.item_vectors_from_topic = Counter(
+            "recstream_item_vectors_from_topic_total",
+            "Item vectors installed from the item-vectors topic: encoded by another worker, or "
+            "by this one before a restart (recstream_items_encoded_total: encoded here)",
+            registry=r,
+        )
+        self.item_vector_records_skipped = Counter(
+            "recstream_item_vector_records_skipped_total",
+            "Records of the item-vectors topic not installed, by reason (invalid: unreadable, "
+            "wrong shape, NaN; other_model: another encoder model's)",
+            ["reason"],
+            registry=r,
+        )
         # No model-version label on purpose: the version changes with every event, and each new
         # label value would be a new Prometheus series. It is in the snapshot and /healthz.
 

@@ -17,6 +17,12 @@ Fixtures: ``bootstrap_servers``, ``redis_url``, ``worker_redis`` / ``worker_redi
 ``make_redis`` (a private Redis server a test may stop and restart), ``unique_topic`` (name
 factory), ``kafka_admin`` (kafka-python admin client) and ``create_topics`` (creates topics,
 deletes them after the test).
+
+Scale-out (issue 10): ``kafka_cluster``, a private 3-node cluster (replication factor 3, min ISR
+2) on free ports with its own state folder (tests/integration/cluster.py), started once per
+session by the first test that asks for it, and stopped at the end; ``make_group(n, **env)``,
+``n`` workers in one consumer group on that cluster (worker_harness.WorkerGroup). Tests that use
+them are marked ``slow`` (``make test`` runs them too).
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster import KafkaCluster, reap_stale_clusters
 from kafka import KafkaAdminClient
 from redis_server import RedisServer
-from worker_harness import worker_factory
+from worker_harness import WorkerGroup, worker_factory
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -43,7 +50,7 @@ KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 REDIS_SH = ROOT / "deploy" / "redis" / "redis.sh"
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
-BROKERS = os.environ.get("BROKERS", "1")
+BROKERS = os.environ.get("BROKERS") or "1"  # `make test` exports it empty: 1
 # The worker's ACL user in the tests: the worker's rules on the tests' key prefixes.
 TEST_WORKER_USER = "recstream-it"
 TEST_KEY_PATTERNS = ("it.*", "it-*")
@@ -234,6 +241,54 @@ def make_worker(
     )
     yield make
     finish()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(stack: None) -> Iterator[KafkaCluster]:
+    """A private 3-node KRaft cluster (RF 3, min ISR 2) next to the shared broker: started when
+    the first test asks for it (~15-25 s on 2 cores), stopped and removed at the session's end.
+    Tests may stop (``stop_node``), kill (``kill_node``) and restart (``start``) its nodes."""
+    for state in reap_stale_clusters():
+        print(f"\nintegration: removed the test cluster a dead session left in {state}")
+    cluster = KafkaCluster(brokers=3)
+    try:
+        try:
+            seconds = cluster.start()
+        except RuntimeError as exc:
+            pytest.fail(f"the test cluster did not start: {exc}", pytrace=False)
+        print(f"\nintegration: 3-node test cluster up on {cluster.bootstrap} in {seconds:.1f} s")
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def make_group(
+    kafka_cluster: KafkaCluster,
+    redis_url: str,
+    worker_redis: RedisUser,
+    tmp_path: Path,
+    request: Any,
+) -> Iterator[Callable[..., WorkerGroup]]:
+    """``make_group(n, **env)``: ``n`` workers in one consumer group on ``kafka_cluster`` (same
+    topic prefix and app id, own web ports and models dirs), with replication factor 3; not
+    started (``group.start()``). Stopped, and their topics and keys deleted, after the test."""
+    admin = kafka_cluster.admin()
+    make, finish = worker_factory(
+        kafka_cluster.bootstrap,
+        redis_url,
+        tmp_path,
+        request.node.name.removeprefix("test_"),
+        admin,
+        worker_redis_env=worker_redis.env(),
+    )
+
+    def group(n: int, **env: str) -> WorkerGroup:
+        return WorkerGroup(make, n, **{"RECSTREAM_REPLICATION_FACTOR": "3", **env})
+
+    yield group
+    finish()
+    admin.close()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 Kafka and Redis, with its own topic prefix, app id, Redis prefix, web port and models dir.
 
 Used by ``test_worker_*.py``; kafka-python produces and consumes from outside, as a client would.
+:class:`WorkerGroup` runs several of them in one consumer group (same prefix and app id, each
+with its own web port and models dir), for the scale-out tests (``test_cluster.py``);
+``Worker(..., command=FAUST_WORKER)`` starts one with Faust's own command instead.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,16 @@ from recstream.adapters.kafka import kafka_client_options
 from recstream.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+PYTHON_WORKER = (sys.executable, "-m", "streams.worker", "--loglevel", "info")
+# Faust's command, from the same virtualenv (the script next to its python).
+FAUST_WORKER = (
+    str(Path(sys.executable).parent / "faust"),
+    "-A",
+    "streams.app",
+    "worker",
+    "-l",
+    "info",
+)
 
 
 def free_port() -> int:
@@ -64,16 +77,20 @@ class Worker:
         worker_redis_env: Mapping[str, str] | None = None,
         *,
         namespace: str = "it",
+        prefix: str | None = None,
+        command: Sequence[str] = PYTHON_WORKER,
         **env: str,
     ):
         # Dashes, not underscores: Kafka warns that "." and "_" collide in its metric names.
         name = "".join(c if c.isalnum() else "-" for c in name)[:40]
         # The namespace starts the topic prefix and app id (a broker's ACLs may allow only one).
-        self.prefix = f"{namespace}.{name}.{uuid.uuid4().hex[:10]}"
+        # A given prefix (WorkerGroup) puts this worker in that group: same topics, same app id.
+        self.prefix = prefix or f"{namespace}.{name}.{uuid.uuid4().hex[:10]}"
+        self.command = list(command)
         self.port = free_port()
         self.bootstrap = bootstrap
         self.models_dir = models_dir
-        self.log_path = models_dir.parent / f"worker-{self.prefix}.log"
+        self.log_path = models_dir.parent / f"worker-{self.prefix}-{models_dir.name}.log"
         self.env = {
             **os.environ,
             "RECSTREAM_BROKER": f"kafka://{bootstrap}",
@@ -106,7 +123,7 @@ class Worker:
     def start(self) -> Worker:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker", "--loglevel", "info"],
+            self.command,
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -133,6 +150,7 @@ class Worker:
         return self.proc.wait(timeout=60)
 
     def stop(self) -> None:
+        """SIGTERM (a clean stop: final checkpoint or flush), SIGKILL after 30 s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -140,6 +158,15 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def restart(self) -> Worker:
+        """Start it again (same settings, port and models dir) after a stop or a kill."""
+        self.stop()
+        return self.start()
 
     def cleanup(self, admin: Any) -> None:
         """Delete this worker's topics and Redis keys (names are unique: nobody else's)."""
@@ -243,15 +270,27 @@ def worker_factory(
     admin: Any,
     worker_redis_env: Mapping[str, str] | None = None,
 ):
-    """``(make, finish)``: ``make(**env)`` creates a Worker; ``finish()`` stops and cleans all.
+    """``(make, finish)``: ``make(**env)`` creates a Worker (``prefix=`` joins another's group,
+    ``command=`` replaces ``python -m streams.worker``); ``finish()`` stops and cleans all.
 
     The worker logs are printed at the end: pytest shows them when the test fails.
     """
     workers: list[Worker] = []
 
-    def make(**env: str) -> Worker:
+    def make(
+        *, prefix: str | None = None, command: Sequence[str] = PYTHON_WORKER, **env: str
+    ) -> Worker:
         models = tmp_path / f"models-{len(workers)}"
-        w = Worker(bootstrap, redis_url, name, models, worker_redis_env, **env)
+        w = Worker(
+            bootstrap,
+            redis_url,
+            name,
+            models,
+            worker_redis_env,
+            prefix=prefix,
+            command=command,
+            **env,
+        )
         w.models_dir.mkdir(parents=True, exist_ok=True)
         workers.append(w)
         return w
@@ -263,3 +302,57 @@ def worker_factory(
             w.cleanup(admin)
 
     return make, finish
+
+
+class WorkerGroup:
+    """``n`` workers in ONE consumer group: the same topic prefix, app id and Redis prefix, each
+    with its own web port and models dir (``<tmp>/models-<i>``). ``env`` goes to every worker.
+
+    ``group[i]`` is a :class:`Worker`: ``kill()`` (SIGKILL), ``stop()`` (SIGTERM), ``restart()``.
+    Topics and keys are the group's (``group.topic(...)``, ``group.key(...)``); ``send`` and
+    ``read`` go through the first worker's Kafka settings.
+    """
+
+    def __init__(
+        self,
+        make: Callable[..., Worker],
+        n: int,
+        **env: str,
+    ) -> None:
+        first = make(**env)
+        self.workers = [first] + [make(prefix=first.prefix, **env) for _ in range(n - 1)]
+        self.prefix = first.prefix
+
+    def __getitem__(self, i: int) -> Worker:
+        return self.workers[i]
+
+    def __iter__(self):
+        return iter(self.workers)
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def topic(self, name: str) -> str:
+        return self.workers[0].topic(name)
+
+    def key(self, *parts: str) -> str:
+        return self.workers[0].key(*parts)
+
+    def start(self, timeout: float = 180) -> list[dict]:
+        """Start every worker at once, then wait until each says ready."""
+        for w in self.workers:
+            w.start()
+        return [w.wait_ready(timeout) for w in self.workers]
+
+    def running(self) -> list[Worker]:
+        return [w for w in self.workers if w.running]
+
+    def healths(self) -> dict[int, dict | None]:
+        """/healthz of each running worker, by index."""
+        return {i: w.health() for i, w in enumerate(self.workers) if w.running}
+
+    def send(self, name: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
+        self.workers[0].send(name, messages)
+
+    def read(self, name: str, timeout: float = 30.0) -> list[Any]:
+        return self.workers[0].read(name, timeout)

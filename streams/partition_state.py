@@ -1,0 +1,533 @@
+"""Several workers (``RECSTREAM_STATE_STORE=kafka``): each partition's users in Kafka.
+
+A mixin of :class:`streams.runtime.Runtime`. What is persisted, and why it is exact, is
+:mod:`recstream.user_partitions`; this file moves it:
+
+* **assigned** (:meth:`take_partitions`, at every rebalance before Faust seeks): for each events
+  partition new to this worker, a transactional producer with the partition's own transactional
+  id starts, which fences the previous owner (its open transaction is aborted, and it can never
+  commit one again); then the partition of ``<prefix>.user-state`` is read to its end with
+  ``read_committed`` and becomes the users, dedup ids, counts and position here;
+* **every** ``RECSTREAM_STATE_FLUSH_INTERVAL_S`` (:meth:`flush_state`): for each owned partition
+  with changes, one transaction writes its changed users, its item delta (to
+  ``<prefix>.item-deltas``) and its marker (position + counts);
+* **revoked** (:meth:`release_partitions`): a last flush, then the partition is no longer
+  applied here; its users leave memory once it is assigned elsewhere;
+* **item deltas** of the other workers (:meth:`apply_delta_records`) are merged as they arrive.
+
+Only public aiokafka APIs (the producer's transactions, a group-less consumer's ``assign``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from recstream.adapters.kafka import kafka_client_options
+from recstream.adapters.metrics import Metrics
+from recstream.config import Settings
+from recstream.deltas import combine
+from recstream.forget import ForgottenUsers
+from recstream.idle_users import IdleUserStore, bring_back, evict_idle
+from recstream.online import id_hash
+from recstream.pipeline import EventOutcome, StreamProcessor
+from recstream.user_partitions import (
+    PartitionBook,
+    RestoredPartition,
+    decode_value,
+    encode_value,
+    restore_partition,
+)
+from streams.global_reader import GlobalReader
+
+log = logging.getLogger("recstream.worker")
+
+WRITER_HEADER = "recstream-writer"
+# One flush of a partition may carry a large item delta (a busy partition's co-visitation pairs
+# of a few seconds): well above Kafka's 1 MiB default, set on the topic, producer and consumer.
+MAX_STATE_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class PartitionState:
+    """Expects the attributes below (set by Runtime); see the module docstring."""
+
+    settings: Settings
+    processor: StreamProcessor
+    metrics: Metrics
+    lock: asyncio.Lock
+    inbox: asyncio.Queue
+    worker_id: str
+
+    def _init_partition_state(self) -> None:
+        self.book = PartitionBook()
+        # This process's deltas are skipped when they come back from the topic: already here.
+        self.writer_id = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
+        self._state_producers: dict[int, AIOKafkaProducer] = {}
+        self._flush_lock = asyncio.Lock()
+        # user-state end offset right after this worker's last commit, per partition: equal at
+        # the next assignment means nobody else wrote in between (the state here is current).
+        self._end_after_flush: dict[int, int] = {}
+        # Rebalances seen (bumped at each revocation): a take-over started for an older
+        # assignment stops before it fences anyone (Faust runs it after the rebalance itself,
+        # so a newer rebalance can overtake it).
+        self.rebalances = 0
+        self._take_lock = asyncio.Lock()
+        self.deltas_applied = 0
+        self.state_flushes = 0
+        self.state_restore_s: dict[int, float] = {}
+        self.delta_reader: GlobalReader | None = None
+        # Idle users (RECSTREAM_USER_TTL_S): parked in a local store, back with their next event
+        self.idle_store: IdleUserStore | None = None
+        self.users_evicted = 0
+        self.users_brought_back = 0
+        self._stream_time = 0.0  # the newest event time learned here
+        self._last_eviction = time.monotonic()
+
+    @property
+    def group_mode(self) -> bool:
+        return self.settings.state_store == "kafka"
+
+    # -- events: only the owned partitions', a partition's events together --------------------
+    def handle_owned_events(self, messages: Sequence[Any]) -> list[EventOutcome]:
+        """:meth:`StreamProcessor.handle_events` per owned partition, recording which users
+        changed and the item delta each partition's events made; others are ``moved``."""
+        outcomes: list[EventOutcome | None] = [None] * len(messages)
+        groups: dict[int, list[int]] = defaultdict(list)
+        now = time.time()
+        for i, message in enumerate(messages):
+            if self.book.owns(message.partition):
+                groups[message.partition].append(i)
+            else:
+                outcomes[i] = EventOutcome("moved", received_at=now)
+        recommender = self.processor.recommender
+        for partition, indexes in groups.items():
+            if self.idle_store is not None:
+                self._bring_back(partition, [messages[i] for i in indexes])
+            part = self.processor.handle_events([messages[i] for i in indexes])
+            for i, out in zip(indexes, part, strict=True):
+                outcomes[i] = out
+                if out.status == "ok" and out.event is not None:
+                    e = out.event
+                    self.book.learned(partition, e.user_id, id_hash(e.event_id), e.type)
+                    self._stream_time = max(self._stream_time, e.ts)
+            self.book.add_delta(partition, recommender.item_delta())
+        return [o for o in outcomes if o is not None]
+
+    def forgot_user(self, partition: int, user_id: str, at: float) -> None:
+        if self.group_mode and self.book.owns(partition):
+            self.book.forgot(partition, user_id, ForgottenUsers.key(user_id), at)
+            if self.idle_store is not None:
+                self.idle_store.take(partition, user_id)  # a parked copy goes too
+
+    # -- idle users ---------------------------------------------------------------------------
+    def open_idle_store(self, path: Path) -> None:
+        """Evict idle users to ``path`` (RECSTREAM_USER_TTL_S > 0; the worker's own slot)."""
+        self.idle_store = IdleUserStore(path)
+
+    def _bring_back(self, partition: int, messages: list[Any]) -> None:
+        keys = {bytes(m.key).decode("utf-8", "replace") for m in messages if m.key is not None}
+        self.users_brought_back += bring_back(
+            self.processor.recommender,
+            self.book,
+            partition,
+            keys,
+            self.idle_store,
+            self._remember_ids,
+        )
+
+    def _remember_ids(self, ids: list) -> None:
+        for h in ids:
+            self.processor.dedup.add_hash(h)
+
+    async def evict_idle_users(self) -> int:
+        """Users idle longer than the TTL leave memory (after a flush: committed ones only)."""
+        ttl = self.settings.user_ttl_s
+        if self.idle_store is None or ttl <= 0:
+            return 0
+        if time.monotonic() - self._last_eviction < min(60.0, ttl / 4):
+            return 0
+        self._last_eviction = time.monotonic()
+        moved = 0
+        async with self.lock:
+            for p in self.book.partitions:
+                moved += evict_idle(
+                    self.processor.recommender,
+                    self.book,
+                    p,
+                    self.idle_store,
+                    before_ts=self._stream_time - ttl,
+                )
+        self.users_evicted += moved
+        if moved:
+            log.info("%d idle users parked (%d in the store)", moved, len(self.idle_store))
+        return moved
+
+    # -- assignment -------------------------------------------------------------------------
+    async def take_partitions(
+        self, partitions: Iterable[int], rebalance: int | None = None
+    ) -> bool:
+        """Own exactly ``partitions`` of the events topic from now on (see module docstring).
+
+        ``rebalance``: the :attr:`rebalances` count the assignment belongs to; when another
+        rebalance started meanwhile, nothing more is done and False returned (the newer one
+        takes over). Producers are started one at a time, each after that check: a stale
+        take-over must never fence the partition's current owner."""
+        async with self._take_lock:
+            return await self._take_partitions(set(partitions), rebalance)
+
+    def _stale(self, rebalance: int | None) -> bool:
+        return rebalance is not None and rebalance != self.rebalances
+
+    async def _take_partitions(self, wanted: set[int], rebalance: int | None) -> bool:
+        for p in [p for p in self.book.partitions if p not in wanted]:
+            self._drop_partition(p)
+        for p in [p for p in list(self._state_producers) if p not in wanted]:
+            await self._stop_producer(p)
+        held = [p for p in sorted(wanted) if self.book.owns(p)]
+        # Kept only if nobody wrote the partition since our last commit (the end is where that
+        # commit left it): an eager rebalance revokes and re-assigns everything each time.
+        ends = await self._end_offsets(held) if held else {}
+        new = [
+            p
+            for p in sorted(wanted)
+            if p not in held or ends.get(p) is None or ends[p] != self._end_after_flush.get(p)
+        ]
+        self.metrics.owned_partitions.set(len(self.book.partitions))
+        if not new:
+            return True
+        t0 = time.perf_counter()
+        for p in new:
+            self._drop_partition(p)
+            await self._stop_producer(p)
+            if self._stale(rebalance):
+                return False
+            # Fences the previous owner and aborts its open transaction before we read, so
+            # the partition's end is final for as long as we own it.
+            self._state_producers[p] = await self._start_producer(p)
+        restored = await self._read_partitions(new)
+        if self._stale(rebalance):
+            return False
+        async with self.lock:
+            for r in restored:
+                self._adopt(r)
+        seconds = time.perf_counter() - t0
+        self.metrics.owned_partitions.set(len(self.book.partitions))
+        for r in restored:
+            self.state_restore_s[r.partition] = round(seconds, 3)
+        log.info(
+            "partitions %s taken over in %.2f s: %s",
+            new,
+            seconds,
+            ", ".join(f"[{r.partition}] {len(r.users)} users @{r.position}" for r in restored),
+        )
+        return True
+
+    def _adopt(self, restored: RestoredPartition) -> None:
+        rec, proc = self.processor.recommender, self.processor
+        for user_id, data in restored.users.items():
+            rec.import_user(user_id, data)
+        for ids in restored.recent_ids.values():
+            for h in ids:
+                proc.dedup.add_hash(h)
+        for key, at in restored.forgotten.items():
+            proc.forgotten.add_key(key, at)
+        for name, position in (
+            ("events", restored.position),
+            ("forget", restored.forget_position),
+        ):
+            topic = self.settings.topic(name)
+            if position is None:
+                proc.positions.discard(topic, restored.partition)
+            else:
+                proc.positions.reset(topic, restored.partition, position)
+        self.book.adopt(restored)
+        if restored.bad_records:
+            log.error(
+                "user-state[%d]: %d unreadable records skipped",
+                restored.partition,
+                restored.bad_records,
+            )
+
+    def _drop_partition(self, partition: int) -> None:
+        ledger = self.book.release(partition)
+        if ledger is None:
+            return
+        rec = self.processor.recommender
+        if self.idle_store is not None:
+            self.idle_store.drop_partition(partition)
+        for user_id in ledger.users:
+            rec.drop_user(user_id)
+            self.processor.online.forget(user_id)
+        for name in ("events", "forget"):
+            self.processor.positions.discard(self.settings.topic(name), partition)
+        self._end_after_flush.pop(partition, None)
+
+    async def release_partitions(self, partitions: Iterable[int]) -> None:
+        """Revoked: flush them one last time. They stay in memory until the next assignment
+        says whether they come back (an eager rebalance revokes everything first).
+
+        Their messages still queued for the batch task are dropped: Faust has cleared its own
+        buffers and will hand them again, from the committed position, to whoever owns the
+        partition next (this worker included)."""
+        revoked = set(partitions)
+        self.rebalances += 1
+        async with self.lock:
+            self._drop_queued(revoked)
+        owned = [p for p in revoked if self.book.owns(p)]
+        if owned:
+            await self.flush_state(owned)
+
+    def _drop_queued(self, partitions: set[int]) -> int:
+        kept, dropped = [], 0
+        while not self.inbox.empty():
+            message = self.inbox.get_nowait()
+            self.inbox.task_done()
+            if message.partition in partitions:
+                dropped += 1
+            else:
+                kept.append(message)
+        for message in kept:
+            self.inbox.put_nowait(message)
+        return dropped
+
+    # -- flushing ---------------------------------------------------------------------------
+    async def flush_state(self, partitions: Iterable[int] | None = None) -> int:
+        """One transaction per owned partition with changes; returns the partitions written."""
+        async with self._flush_lock:
+            async with self.lock:  # a consistent cut: users, delta and position together
+                work = []
+                for p in self.book.partitions if partitions is None else partitions:
+                    if not self.book.owns(p) or not self.book.has_changes(p):
+                        continue
+                    work.append(self._take_flush(p))
+            # One producer per partition: their transactions commit side by side.
+            done = await asyncio.gather(*(self._commit(flush) for flush in work))
+            return sum(done)
+
+    def _take_flush(self, p: int) -> dict[str, Any]:
+        book, rec = self.book, self.processor.recommender
+        ledger = book.ledger(p)
+        flush = {
+            "partition": p,
+            "dirty": set(ledger.dirty),
+            "dropped": set(ledger.dropped),
+            "forgotten": dict(ledger.forgotten),
+            "records": book.user_records(p, rec.export_user),
+            "deltas": book.take_deltas(p),
+            "marker": book.marker_record(
+                p,
+                self.processor.positions.next_offset(self.settings.topic("events"), p),
+                self.processor.positions.next_offset(self.settings.topic("forget"), p),
+            ),
+        }
+        book.flushed(p)  # changes from now on go to the next flush
+        return flush
+
+    async def _commit(self, flush: dict[str, Any], retry: bool = True) -> bool:
+        p = flush["partition"]
+        producer = self._state_producers.get(p)
+        if producer is None:
+            self._give_back(flush)
+            return False
+        state_topic, delta_topic = (
+            self.settings.topic("user-state"),
+            self.settings.topic("item-deltas"),
+        )
+        t0 = time.perf_counter()
+        try:
+            await producer.begin_transaction()
+            for key, value in flush["records"]:
+                await producer.send(state_topic, key=key, value=value, partition=p)
+            if flush["deltas"]:
+                delta = encode_value(combine(flush["deltas"]))
+                headers = [(WRITER_HEADER, self.writer_id.encode())]
+                await producer.send(
+                    delta_topic, key=str(p).encode(), value=delta, partition=p, headers=headers
+                )
+            key, value = flush["marker"]
+            marker = await producer.send(state_topic, key=key, value=value, partition=p)
+            await producer.commit_transaction()
+            written_at = (await marker).offset
+        except ProducerFenced:
+            self.metrics.state_flush_errors.labels(reason="fenced").inc()
+            if retry and await self._refence(p):
+                return await self._commit(flush, retry=False)
+            # Another worker committed to the partition: it owns it now (we were too slow to
+            # notice), and its state is the truth; ours goes at the next assignment.
+            log.warning("user-state[%d]: fenced by a newer owner; flush dropped", p)
+            self.book.release(p)
+            return False
+        except Exception as exc:
+            log.error("user-state[%d]: flush failed, retried: %s: %s", p, type(exc).__name__, exc)
+            self.metrics.state_flush_errors.labels(reason="error").inc()
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            self._give_back(flush)
+            return False
+        # The marker is the transaction's last record and the commit marker follows it: the
+        # partition's end is two past it, unless someone else writes there.
+        self._end_after_flush[p] = written_at + 2
+        self.state_flushes += 1
+        self.metrics.state_flush_seconds.observe(time.perf_counter() - t0)
+        self.metrics.state_records.inc(len(flush["records"]) + 1)
+        return True
+
+    async def _refence(self, p: int) -> bool:
+        """Fenced, but nobody committed since our last commit (a worker that started to take
+        the partition over for an assignment already superseded, and stopped): take the
+        transactional id back. True when the partition is still ours to write."""
+        ends = await self._end_offsets([p])
+        if ends.get(p) is None or ends[p] != self._end_after_flush.get(p):
+            return False
+        await self._stop_producer(p)
+        self._state_producers[p] = await self._start_producer(p)
+        log.warning("user-state[%d]: fenced by a superseded take-over; producer restarted", p)
+        return True
+
+    def _give_back(self, flush: dict[str, Any]) -> None:
+        """A failed flush: its changes go into the next one (the state still holds them)."""
+        p = flush["partition"]
+        if not self.book.owns(p):
+            return
+        ledger = self.book.ledger(p)
+        ledger.dirty |= flush["dirty"] - ledger.dropped
+        ledger.dropped |= flush["dropped"] - ledger.dirty
+        ledger.forgotten = {**flush["forgotten"], **ledger.forgotten}
+        ledger.deltas[:0] = flush["deltas"]
+
+    # -- item deltas of the other workers ----------------------------------------------------
+    async def apply_delta_records(self, records: Iterable[Any]) -> int:
+        """Merge the deltas other workers committed (ours are already in the model)."""
+        applied = 0
+        mine = self.writer_id.encode()
+        async with self.lock:
+            for record in records:
+                writer = dict(record.headers or ()).get(WRITER_HEADER)
+                if writer == mine or record.value is None:
+                    continue
+                try:
+                    self.processor.recommender.apply_item_delta(decode_value(record.value))
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error(
+                        "item-deltas[%d]@%d skipped: %s", record.partition, record.offset, exc
+                    )
+                    self.metrics.state_flush_errors.labels(reason="bad_delta").inc()
+                    continue
+                applied += 1
+        self.deltas_applied += applied
+        return applied
+
+    async def follow_item_deltas(self) -> None:
+        """Forever: every committed item delta, from the start of the topic."""
+        self.delta_reader = GlobalReader(
+            self.settings,
+            [self.settings.topic("item-deltas")],
+            self._on_delta_records,
+            name="item-deltas",
+            consumer_options={
+                "max_partition_fetch_bytes": MAX_STATE_MESSAGE_BYTES,
+                "fetch_max_bytes": 4 * MAX_STATE_MESSAGE_BYTES,
+            },
+        )
+        await self.delta_reader.start()
+
+    async def _on_delta_records(self, records: list[Any]) -> None:
+        self.metrics.item_deltas_applied.inc(await self.apply_delta_records(records))
+
+    # -- Kafka clients ------------------------------------------------------------------------
+    def _client_options(self) -> dict[str, Any]:
+        return kafka_client_options(self.settings)
+
+    async def _start_producer(self, partition: int) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            **self._client_options(),
+            client_id=f"{self.settings.app_id}-state-{partition}",
+            transactional_id=f"{self.settings.app_id}-state-{partition}",
+            enable_idempotence=True,
+            acks="all",
+            max_request_size=MAX_STATE_MESSAGE_BYTES,
+            compression_type=None,  # values are zlib-compressed already
+        )
+        await producer.start()  # init_transactions: fences the previous owner
+        return producer
+
+    async def _stop_producer(self, partition: int) -> None:
+        producer = self._state_producers.pop(partition, None)
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _read_partitions(self, partitions: list[int]) -> list[RestoredPartition]:
+        """Every committed record of these user-state partitions, from the start to the end."""
+        topic = self.settings.topic("user-state")
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer = AIOKafkaConsumer(
+            **self._client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_STATE_MESSAGE_BYTES,
+            fetch_max_bytes=4 * MAX_STATE_MESSAGE_BYTES,
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)  # read_committed: the last stable offset
+            records: dict[int, list[tuple[bytes | None, bytes | None]]] = {
+                p: [] for p in partitions
+            }
+            todo = {tp for tp in tps if ends[tp] > 0}
+            while todo:
+                batches = await consumer.getmany(*todo, timeout_ms=1000)
+                for tp, batch in batches.items():
+                    records[tp.partition].extend((r.key, r.value) for r in batch)
+                for tp in list(todo):
+                    if await consumer.position(tp) >= ends[tp]:
+                        todo.discard(tp)
+        finally:
+            await consumer.stop()
+        for p in partitions:
+            self._end_after_flush[p] = ends[TopicPartition(topic, p)]
+        return [restore_partition(p, records[p]) for p in partitions]
+
+    async def _end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        topic = self.settings.topic("user-state")
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer = AIOKafkaConsumer(
+            **self._client_options(), group_id=None, isolation_level="read_committed"
+        )
+        try:
+            await consumer.start()
+            ends = await consumer.end_offsets(tps)
+        except KafkaError as exc:
+            log.warning("user-state end offsets unavailable: %s", exc)
+            return {}
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+        return {tp.partition: int(o) for tp, o in ends.items()}
+
+    async def close_partition_state(self) -> None:
+        if self.delta_reader is not None:
+            await self.delta_reader.stop()
+        for p in list(self._state_producers):
+            await self._stop_producer(p)
+
+    def partitions_health(self) -> dict[str, Any]:
+        summary = self.book.summary()
+        topic = self.settings.topic("events")
+        for p, info in summary.items():
+            info["position"] = self.processor.positions.next_offset(topic, int(p))
+        return summary
