@@ -96,6 +96,7 @@ BENCHMARKS: dict[str, Bench] = {
         also={
             "events_per_s_1_worker": "events_per_s_1_worker",
             "events_per_s_2_workers": "events_per_s_2_workers",
+            "events_per_s_1_worker_local": "events_per_s_1_worker_local",
             "cpu_ms_per_event_1_worker": "cpu_ms_per_event_1_worker",
             "cpu_ms_per_event_2_workers": "cpu_ms_per_event_2_workers",
         },

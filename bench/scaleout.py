@@ -2,6 +2,8 @@
 
 The same synthetic workload (``bench.workload``) on two fresh topic prefixes, in one run:
 
+0. **One worker, local checkpoints** (``RECSTREAM_STATE_STORE=local``, today's default): what
+   the kafka mode costs one worker (``kafka_mode_vs_local_1_worker``).
 1. **One worker** in kafka mode (the same code path as a group, so the ratio compares like with
    like: per-partition transactions, item deltas): catalogue first (every vector present),
    then N events produced as fast as kafka-python can; the rate is measured the way
@@ -58,6 +60,9 @@ def _learned(workers: list[Worker]) -> int:
     total = 0
     for w in workers:
         h = w.health() or {}
+        if h.get("state_store") == "local":
+            total += h.get("events_processed") or 0
+            continue
         total += sum(v["events_processed"] for v in (h.get("partitions") or {}).values())
     return total
 
@@ -76,11 +81,11 @@ def _wait(cond: Any, timeout_s: float, what: str, workers: list[Worker]) -> Any:
 
 
 def _group_pass(
-    items: list, events: list, n_workers: int, partitions: int, recover: bool
+    items: list, events: list, n_workers: int, partitions: int, recover: bool, store: str = "kafka"
 ) -> dict[str, Any]:
     prefix = unique_name(f"scaleout{n_workers}")
     env = {
-        "RECSTREAM_STATE_STORE": "kafka",
+        "RECSTREAM_STATE_STORE": store,
         "RECSTREAM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
     }
     workers = [Worker(prefix, partitions, extra_env=env, loglevel="info") for _ in range(n_workers)]
@@ -98,12 +103,13 @@ def _group_pass(
             "every worker with every vector",
             workers,
         )
-        _wait(
-            lambda: len(o := _owned(workers)) == partitions and set(o.values()) == {1},
-            120,
-            f"{partitions} partitions owned once across {n_workers} workers",
-            workers,
-        )
+        if store == "kafka":
+            _wait(
+                lambda: len(o := _owned(workers)) == partitions and set(o.values()) == {1},
+                120,
+                f"{partitions} partitions owned once across {n_workers} workers",
+                workers,
+            )
         cpu0 = [_cpu_s(w.proc.pid) for w in workers]
         topic = workers[0].settings.topic("events")
         produced = produce(topic, ((e.user_id.encode(), e.to_json()) for e in events))
@@ -194,6 +200,8 @@ def run(
 ) -> dict[str, Any]:
     items, events = workload(n_users, n_items, n_events, seed)
     catalogue_vectors(items)  # fills the encoder cache the workers read
+    # Today's single worker (local checkpoints), the same events: what the kafka mode costs.
+    local = _group_pass(items, events, 1, partitions, recover=False, store="local")
     one = _group_pass(items, events, 1, partitions, recover=False)
     two = _group_pass(items, events, 2, partitions, recover=True)
     rec = two.pop("recovery")
@@ -201,10 +209,13 @@ def run(
         "scaleout_efficiency": round(two["events_per_s"] / (2 * one["events_per_s"]), 3),
         "rebalance_recovery_s": rec["rebalance_recovery_s"],
         "events_per_s_1_worker": round(one["events_per_s"], 1),
+        "events_per_s_1_worker_local": round(local["events_per_s"], 1),
+        "kafka_mode_vs_local_1_worker": round(one["events_per_s"] / local["events_per_s"], 3),
         "events_per_s_2_workers": round(two["events_per_s"], 1),
         "cpu_ms_per_event_1_worker": one["cpu_ms_per_event"],
         "cpu_ms_per_event_2_workers": two["cpu_ms_per_event"],
         "one_worker": one,
+        "one_worker_local": local,
         "two_workers": two,
         "recovery": rec,
         "machine_cores": os.cpu_count(),

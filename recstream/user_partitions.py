@@ -66,6 +66,8 @@ RECENT_IDS = 64  # event-id hashes kept per user: a producer's retry comes withi
 
 # -- values: plain data with numpy arrays, as compressed JSON ---------------------------------
 def _plain(value: Any) -> Any:
+    """JSON's ``default``: what it cannot write itself (called for those objects only, so a
+    user's record costs one C-level pass, not a Python call per list element)."""
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
         return {
@@ -73,17 +75,13 @@ def _plain(value: Any) -> Any:
             "shape": list(data.shape),
             "b64": base64.b64encode(data.tobytes()).decode(),
         }
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            return {"__map__": [[_plain(k), _plain(v)] for k, v in value.items()]}
-        return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (set, frozenset)):
-        return {"__set__": [_plain(v) for v in sorted(value, key=repr)]}
-    if isinstance(value, (list, tuple, deque)):
-        return [_plain(v) for v in value]
+        return {"__set__": sorted(value, key=repr)}
+    if isinstance(value, deque):
+        return list(value)
     if isinstance(value, np.generic):
         return value.item()
-    return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a state record")
 
 
 _DTYPES = {"<f4", "<f8", "<i4", "<i8", "<u8", "|b1", "<u4", "|u1"}
@@ -102,8 +100,6 @@ def _unplain(value: Any) -> Any:
         return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(value["shape"]).copy()
     if "__set__" in value:
         return {_hashable(_unplain(v)) for v in value["__set__"]}
-    if "__map__" in value:
-        return {_hashable(_unplain(k)): _unplain(v) for k, v in value["__map__"]}
     return {k: _unplain(v) for k, v in value.items()}
 
 
@@ -112,14 +108,15 @@ def _hashable(value: Any) -> Any:
 
 
 def encode_value(value: Any) -> bytes:
-    """Plain data (dicts, lists, sets, tuples, numbers, strings, numpy arrays) as bytes.
+    """Plain data (dicts with string keys, lists, sets, tuples, numbers, strings, numpy arrays)
+    as bytes; tuples come back as lists.
 
     >>> v = {"a": np.arange(3, dtype=np.float32), "s": {1, 2}, "t": (1, "x")}
     >>> back = decode_value(encode_value(v))
     >>> back["a"].tolist(), back["s"], back["t"]
     ([0.0, 1.0, 2.0], {1, 2}, [1, 'x'])
     """
-    raw = json.dumps(_plain(value), separators=(",", ":"), allow_nan=False).encode()
+    raw = json.dumps(value, separators=(",", ":"), allow_nan=False, default=_plain).encode()
     return zlib.compress(raw, 1)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 
@@ -126,7 +128,14 @@ def test_decode_is_bounded():
 
 
 def test_values_keep_numpy_arrays_and_sets():
-    value = {"f": np.array([[1.5, 2.0]], dtype=np.float32), "s": {3, 1}, "m": {(1, 2): "x"}}
+    value = {"f": np.array([[1.5, 2.0]], dtype=np.float32), "s": {3, 1}, "q": deque([1, 2])}
     back = decode_value(encode_value(value))
     assert back["f"].dtype == np.float32 and back["f"].shape == (1, 2)
-    assert back["s"] == {1, 3} and back["m"] == {(1, 2): "x"}
+    assert back["s"] == {1, 3} and back["q"] == [1, 2]
+
+
+def test_what_json_cannot_hold_is_refused_not_mangled():
+    with pytest.raises(TypeError):
+        encode_value({"m": {(1, 2): "x"}})  # tuple keys
+    with pytest.raises(TypeError, match="cannot store"):
+        encode_value({"x": object()})
