@@ -47,6 +47,14 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def _owned(workers: list[Worker]) -> dict[str, int]:
     out: dict[str, int] = {}
     for w in workers:
@@ -111,21 +119,29 @@ def _group_pass(
                 workers,
             )
         cpu0 = [_cpu_s(w.proc.pid) for w in workers]
+        busy0, total0 = _machine_jiffies()
         topic = workers[0].settings.topic("events")
         produced = produce(topic, ((e.user_id.encode(), e.to_json()) for e in events))
         _wait(lambda: _learned(workers) >= n, 1800, f"{n} events learned", workers)
         cpu = [_cpu_s(w.proc.pid) - c for w, c in zip(workers, cpu0, strict=True)]
+        busy1, total1 = _machine_jiffies()
         records = read_topic(workers[0].settings.topic("recommendations"), n, idle_s=3)
         recs = [json.loads(r.value) for r in records]
         rate = reflected_rate(recs, event_positions(topic, n))
         dups = sum((w.health() or {}).get("duplicates", 0) for w in workers)
+        # This process's events per worker: how evenly the partitions split the load.
+        by_worker = [(w.health() or {}).get("events_processed") for w in workers]
         out: dict[str, Any] = {
             **rate,
             "workers": n_workers,
             "produce": produced,
             "cpu_s": [round(c, 2) for c in cpu],
             "cpu_ms_per_event": round(1000 * sum(cpu) / n, 3),
+            # The whole machine while the events were learned (broker, producer, Redis and the
+            # workers): 1.0 = every core busy, the bound on a 2-core machine.
+            "machine_busy": round((busy1 - busy0) / max(1, total1 - total0), 3),
             "events_learned": _learned(workers),
+            "events_by_worker": by_worker,
             "duplicates": dups,
         }
         if recover:

@@ -282,6 +282,10 @@ def run(
     b0, b1 = _at(bounded["curve"], after), bounded["curve"][-1]
     u0, u1 = _at(unbounded["curve"], after), unbounded["curve"][-1]
     plotted = bool(png) and not quick and plot(bounded, unbounded, Path(png))
+    # What still grows after the warm-up: co-visitation rows filling towards their cap (the
+    # users in memory are flat); its ceiling is items x 2 x covisit_max_stored pairs.
+    new_pairs = b1["covisit_pairs"] - b0["covisit_pairs"]
+    per_pair = (b1["model_mb"] - b0["model_mb"]) * 2**20 / new_pairs if new_pairs > 0 else None
     return {
         "soak_events": events,
         "soak_rss_mb_start": bounded["curve"][0]["rss_mb"],  # catalogue and vectors loaded
@@ -289,6 +293,12 @@ def run(
         "soak_rss_mb_end": b1["model_mb"],
         "soak_growth_mb_after_warmup": round(b1["model_mb"] - b0["model_mb"], 1),
         "soak_store_mb_end": b1["store_mb"],
+        "soak_users_in_memory_end": b1["users_in_memory"],
+        "soak_covisit_pairs_end": b1["covisit_pairs"],
+        "soak_covisit_pairs_ceiling": items * 2 * covisit_max_stored,
+        "soak_bytes_per_new_pair_after_warmup": None if per_pair is None else round(per_pair),
+        "soak_unbounded_users_end": u1["users_in_memory"],
+        "soak_unbounded_covisit_pairs_end": u1["covisit_pairs"],
         "soak_unbounded_rss_mb_end": u1["rss_mb"],
         "soak_unbounded_growth_mb_after_warmup": round(u1["rss_mb"] - u0["rss_mb"], 1),
         "soak_events_per_s": bounded["events_per_s"],

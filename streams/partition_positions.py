@@ -72,14 +72,10 @@ class PartitionPositions:
             earliest = await consumer.earliest_offsets(*unknown)
             offsets.update({tp: int(earliest.get(tp) or 0) for tp in unknown})
         if offsets:
-            # Consumer._commit(offsets) commits explicit offsets (Consumer.commit() would commit
-            # Faust's acked ones); it is the transport's own commit, used by every driver.
+            # Consumer._commit(offsets) commits explicit offsets: Faust has no public call for
+            # it (Consumer.commit() commits the offsets Faust acked), and a seek of ours would
+            # be undone by Faust's own seek to the committed offsets right after this hook.
             await consumer._commit(offsets)
-            if group:
-                # And seek there ourselves: a partition can come back to a worker that still
-                # has Faust's position of an earlier ownership in its fetcher.
-                for tp, offset in offsets.items():
-                    await consumer.seek(tp, offset)
         log.info(
             "resuming at %s",
             ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(offsets.items())),

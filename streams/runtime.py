@@ -517,6 +517,11 @@ class Runtime(Checkpointing, PartitionPositions, PartitionState, CatalogueSync, 
             "state_flushes": self.state_flushes,
             "item_deltas_applied": self.deltas_applied,
             "state_restore_s": self.state_restore_s,
+            "idle_users": {
+                "parked": len(self.idle_store) if self.idle_store is not None else None,
+                "evicted": self.users_evicted,
+                "brought_back": self.users_brought_back,
+            },
         }
 
     def recommend(self, user_id: str, k: int) -> dict[str, Any]:

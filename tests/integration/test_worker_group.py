@@ -57,6 +57,10 @@ def test_sigkill_and_hand_over_lose_and_double_nothing(
         "RECSTREAM_PARTITIONS": str(PARTITIONS),
         "RECSTREAM_STATE_FLUSH_INTERVAL_S": "1",
         "RECSTREAM_ENCODER_DEVICE": "cpu",
+        # Users idle for 30 s of stream time (each user has an event every 60) are parked in
+        # the worker's local store and come back with their next event: exactly, or the counts
+        # and the dedup below would show it.
+        "RECSTREAM_USER_TTL_S": "30",
     }
     login = worker_redis.env()  # the worker's ACL user, as in production
     a = Worker(bootstrap_servers, redis_url, "group", tmp_path / "a", login, **env)
@@ -113,6 +117,9 @@ def test_sigkill_and_hand_over_lose_and_double_nothing(
         assert _learned(workers) == 1500
         health = [w.health() for w in workers]
         assert sum(h["duplicates"] for h in health) == 0
+        parked = [h["idle_users"] for h in health]
+        assert sum(p["evicted"] for p in parked) > 0, parked
+        assert sum(p["brought_back"] for p in parked) > 0, parked
         assert sum(h["dlq_total"] for h in health) == 0
         by_partition = {int(p): info["position"] for p, info in _group(workers).items()}
         assert sum(by_partition.values()) == 1500, by_partition  # every offset read once

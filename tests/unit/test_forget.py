@@ -100,12 +100,12 @@ def test_the_ledger_holds_hashes_not_ids() -> None:
     assert SECRET.encode() not in pickle.dumps(ledger) and len(ledger) == 1
 
 
-def test_mf_never_reuses_a_forgotten_users_row() -> None:
+def test_mf_forgetting_a_user_keeps_nothing_and_leaves_others_untouched() -> None:
     mf = ImplicitMF(n_factors=4, seed=1)
     mf.add_items("abc")
     mf.update("u1", 0, "purchase")
     mf.update("u2", 1, "purchase")
     u2 = mf.user_vector("u2").copy()
     assert mf.forget_user("u1") and not mf.forget_user("u1")
-    mf.update("u3", 2, "purchase")  # a new user after the forget: a new row, u2 untouched
+    mf.update("u3", 2, "purchase")  # may reuse the zeroed row: u2 untouched
     assert (mf.user_vector("u2") == u2).all() and mf.user_vector("u1") is None
