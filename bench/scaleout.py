@@ -212,9 +212,20 @@ def run(
     n_items: int = 2_000,
     partitions: int = 4,
     seed: int = 7,
+    balanced: bool = False,
     quick: bool = False,
 ) -> dict[str, Any]:
     items, events = workload(n_users, n_items, n_events, seed)
+    if balanced:
+        # The synthetic stream's busiest user has a third of the events, and a user's events
+        # go to one worker: the same events with the users dealt round-robin test the workers
+        # rather than the key skew (BENCHMARKS.md, "Scale-out").
+        from recstream.events import Event
+
+        events = [
+            Event(e.event_id, f"u{n % n_users}", e.item_id, e.type, e.ts)
+            for n, e in enumerate(events)
+        ]
     catalogue_vectors(items)  # fills the encoder cache the workers read
     # Today's single worker (local checkpoints), the same events: what the kafka mode costs.
     local = _group_pass(items, events, 1, partitions, recover=False, store="local")
@@ -241,5 +252,6 @@ def run(
             "n_items": n_items,
             "partitions": partitions,
             "seed": seed,
+            "balanced": balanced,
         },
     }
