@@ -102,6 +102,21 @@ BENCHMARKS: dict[str, Bench] = {
         },
         timeout_s=1800.0,
     ),
+    # The same with the users dealt round-robin: the workers, without the key skew.
+    "scaleout_balanced": Bench(
+        "bench.scaleout",
+        (),
+        params={
+            "n_events": 20_000,
+            "n_users": 2_000,
+            "n_items": 2_000,
+            "partitions": 4,
+            "balanced": True,
+        },
+        quick={"n_events": 3_000},
+        also={"scaleout_efficiency_balanced": "scaleout_efficiency"},
+        timeout_s=1800.0,
+    ),
     "latency": Bench(
         "bench.latency",
         ("latency_p50_ms", "latency_p99_ms", "new_item_first_rec_s"),

@@ -137,5 +137,10 @@ async def resume_from_state(sender: Any, **kwargs: Any) -> None:
 
 @app.on_before_shutdown.connect
 async def final_checkpoint(sender: Any, **kwargs: Any) -> None:
-    """A clean stop (SIGTERM, Ctrl-C) checkpoints, so a restart replays nothing."""
-    await runtime.current().checkpoint(flush=app.producer.flush, background=False)
+    """A clean stop (SIGTERM, Ctrl-C) checkpoints, so a restart replays nothing; several
+    workers flush their partitions instead (Faust sends no revocation when it stops, so the
+    next owner would otherwise replay everything since the last interval)."""
+    rt = runtime.current()
+    if rt.group_mode:
+        await rt.flush_state()
+    await rt.checkpoint(flush=app.producer.flush, background=False)

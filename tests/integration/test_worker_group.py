@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from worker_harness import Worker, wait_for
+
+from recstream.user_partitions import decode_value
 
 PARTITIONS = 4
 USERS = 60
@@ -47,6 +49,26 @@ def _group(workers: list[Worker]) -> dict[str, dict[str, Any]]:
 
 def _learned(workers: list[Worker]) -> int:
     return sum(info["events_processed"] for info in _group(workers).values())
+
+
+def _markers(w: Worker) -> dict[int, dict[str, Any]]:
+    """The committed marker of each partition of the user-state topic (read_committed)."""
+    consumer = KafkaConsumer(
+        **w.kafka_options(), isolation_level="read_committed", enable_auto_commit=False
+    )
+    tps = [TopicPartition(w.topic("user-state"), p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    ends = consumer.end_offsets(tps)
+    markers: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30
+    while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=500).items():
+            for r in records:
+                if r.key is not None and r.key.startswith(b"p:"):
+                    markers[tp.partition] = decode_value(r.value)
+    consumer.close()
+    return markers
 
 
 def test_sigkill_and_hand_over_lose_and_double_nothing(
@@ -131,6 +153,13 @@ def test_sigkill_and_hand_over_lose_and_double_nothing(
         wait_for(lambda: lists() == USERS, 30, "every user's list in Redis")
         print(f"partitions {held_by_b} served again {recovered_s:.1f} s after the SIGKILL")
         assert held_by_b
+        # A clean stop commits what each worker learned: the markers in Kafka hold every event.
+        for w in workers:
+            w.stop()
+        markers = _markers(a)
+        assert sorted(markers) == list(range(PARTITIONS)), markers
+        assert sum(m["events"] for m in markers.values()) == 1500, markers
+        assert {p: m["position"] for p, m in markers.items()} == by_partition
     finally:
         producer.close()
         for w in workers:
