@@ -200,6 +200,9 @@ class StreamProcessor:
         # (topic, partition, old position) of each partition found reading a new log from 0;
         # taken and reported by the worker (a WARNING and a metric)
         self.rewinds: list[tuple[str, int, int]] = []
+        # (topic, partition, expected offset, offset read) of each jump forward: messages the
+        # consumer skipped (or a transactional producer's markers); reported by the worker
+        self.gaps: list[tuple[str, int, int, int]] = []
         self.forgotten = ForgottenUsers()
         self.dedup = DedupWindow(dedup_window)
         self.positions = Positions()
@@ -438,7 +441,10 @@ class StreamProcessor:
         recorded in ``rewinds`` for the worker to report (:mod:`recstream.offsets`), and
         events seen before are still caught as duplicates by their ids.
         """
+        expected = self.positions.next_offset(topic, partition)
         if self.positions.accept(topic, partition, offset):
+            if expected is not None and offset > expected:
+                self.gaps.append((topic, partition, expected, offset))
             return True
         if offset != 0:
             return False

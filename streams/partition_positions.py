@@ -84,7 +84,20 @@ class PartitionPositions:
         return offsets
 
     def _report_rewinds(self) -> None:
-        """Loudly: partitions found reading a new log (see StreamProcessor._accept)."""
+        """Loudly: partitions found reading a new log (see StreamProcessor._accept), and
+        positions that jumped forward past messages never seen."""
+        while self.processor.gaps:
+            topic, partition, expected, offset = self.processor.gaps.pop(0)
+            log.warning(
+                "offsets: %s[%d] jumped from %d to %d: %d offset(s) never read (markers of a "
+                "transactional producer, or messages skipped)",
+                topic,
+                partition,
+                expected,
+                offset,
+                offset - expected,
+            )
+            self.metrics.offset_gaps.inc(offset - expected)
         while self.processor.rewinds:
             topic, partition, old = self.processor.rewinds.pop(0)
             log.warning(

@@ -89,6 +89,7 @@ class PartitionState:
         # Idle users (RECSTREAM_USER_TTL_S): parked in a local store, back with their next event
         self.idle_store: IdleUserStore | None = None
         self.users_evicted = 0
+        self.moved_messages = 0  # events of a partition no longer (or not yet) held here
         self.users_brought_back = 0
         self._stream_time = 0.0  # the newest event time learned here
         self._last_eviction = time.monotonic()
@@ -109,6 +110,7 @@ class PartitionState:
                 groups[message.partition].append(i)
             else:
                 outcomes[i] = EventOutcome("moved", received_at=now)
+                self.moved_messages += 1
         recommender = self.processor.recommender
         for partition, indexes in groups.items():
             if self.idle_store is not None:

@@ -516,6 +516,7 @@ class Runtime(Checkpointing, PartitionPositions, PartitionState, CatalogueSync, 
             "partitions": self.partitions_health(),
             "state_flushes": self.state_flushes,
             "item_deltas_applied": self.deltas_applied,
+            "moved_messages": self.moved_messages,
             "state_restore_s": self.state_restore_s,
             "idle_users": {
                 "parked": len(self.idle_store) if self.idle_store is not None else None,

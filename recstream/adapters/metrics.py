@@ -263,6 +263,12 @@ class Metrics:
             "Messages deleted by retention before the worker read them (before_log_start)",
             registry=r,
         )
+        self.offset_gaps = Counter(
+            "recstream_offset_gap_offsets_total",
+            "Offsets a partition's position jumped over without reading them (a transactional "
+            "producer's markers; anything else means skipped messages: see the WARNING)",
+            registry=r,
+        )
         self.halted = Gauge(
             "recstream_halted",
             "1 while the worker has stopped applying messages after too many consecutive "

@@ -158,3 +158,16 @@ def test_a_forget_request_from_the_future_is_capped_at_its_record_time() -> None
     )
     later = KafkaMessage(_event("u1", "i2", event_id="e1"), "events", 0, 0, timestamp=6.0)
     assert proc.handle_events([later])[0].status == "ok"
+
+
+def test_a_position_that_jumps_forward_is_recorded() -> None:
+    """Offsets never read (the consumer skipped messages) are visible, not silent."""
+    from recstream.pipeline import StreamProcessor
+    from recstream.recommender import Recommender
+
+    proc = StreamProcessor(Recommender())
+    for offset in (0, 1, 5, 6):
+        raw = b'{"user_id": "u1", "item_id": "i1", "type": "view", "event_id": "e%d"}' % offset
+        out = proc.handle_event(raw, topic="t", partition=0, offset=offset, timestamp=1.0)
+        assert out.status == "ok"
+    assert proc.gaps == [("t", 0, 2, 5)]
