@@ -71,6 +71,13 @@ class PartitionPositions:
         if unknown:
             earliest = await consumer.earliest_offsets(*unknown)
             offsets.update({tp: int(earliest.get(tp) or 0) for tp in unknown})
+            if group:
+                # An empty partition state starts at the log's start: an explicit position, so
+                # that a first message further on is reported as a jump (StreamProcessor.gaps)
+                # instead of silently taken as the start.
+                for tp in unknown:
+                    if tp.topic == self.settings.topic("events"):
+                        self.processor.reset_position(tp.topic, tp.partition, offsets[tp])
         if offsets:
             # Consumer._commit(offsets) commits explicit offsets: Faust has no public call for
             # it (Consumer.commit() commits the offsets Faust acked), and a seek of ours would
