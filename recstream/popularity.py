@@ -103,6 +103,11 @@ class Popularity(StreamModel):
         if self.half_life is None:
             self._scores[row] += weight
             return
+        self._scores[row] += weight * 2.0 ** self._frame_exponent()
+
+    def _frame_exponent(self) -> float:
+        """The clock's exponent in this counter's frame (values are stored inflated by
+        ``2 ** ((t - t_ref) / half_life)``), the frame rescaled first when it would overflow."""
         if self._t_ref is None:
             self._t_ref = self._t
         exponent = (self._t - self._t_ref) / self.half_life
@@ -110,7 +115,7 @@ class Popularity(StreamModel):
             self._scores *= 2.0 ** (-exponent)
             self._t_ref = self._t
             exponent = 0.0
-        self._scores[row] += weight * 2.0**exponent
+        return exponent
 
     # -- item deltas (recstream.deltas): replicas that count different users' events ----------
     def track_deltas(self) -> None:
@@ -172,12 +177,7 @@ class Popularity(StreamModel):
         if self.half_life is not None:
             # into this counter's frame: values inflated by 2 ** ((at - t_ref) / half_life),
             # rescaled first when the inflation would overflow, exactly as add() does
-            if self._t_ref is None:
-                self._t_ref = self._t
-            exponent = (self._t - self._t_ref) / self.half_life
-            if exponent > _MAX_EXPONENT:
-                self._scores *= 2.0 ** (-exponent)
-                self._t_ref = self._t
+            self._frame_exponent()
             values = values * 2.0 ** ((at - self._t_ref) / self.half_life)
         if combine == "sum":
             self._scores[rows] += values
