@@ -13,9 +13,11 @@ A mixin of :class:`streams.runtime.Runtime`. What is persisted, and why it is ex
   ``<prefix>.item-deltas``) and its marker (position + counts);
 * **revoked** (:meth:`release_partitions`): a last flush, then the partition is no longer
   applied here; its users leave memory once it is assigned elsewhere;
-* **item deltas** of the other workers (:meth:`apply_delta_records`) are merged as they arrive.
+* **item deltas** of the other workers are merged as they arrive
+  (:mod:`streams.item_delta_exchange`);
+* **idle users** leave memory after ``RECSTREAM_USER_TTL_S`` (:mod:`streams.idle_parking`).
 
-Only public aiokafka APIs (the producer's transactions, a group-less consumer's ``assign``).
+The Kafka clients (producers, read_committed reads) are :mod:`streams.user_state_topic`.
 """
 
 from __future__ import annotations
@@ -27,38 +29,26 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
 
-from recstream.adapters.kafka import kafka_client_options
 from recstream.adapters.metrics import Metrics
 from recstream.config import Settings
 from recstream.deltas import combine
 from recstream.forget import ForgottenUsers
-from recstream.idle_users import IdleUserStore, bring_back, evict_idle
 from recstream.online import id_hash
 from recstream.pipeline import EventOutcome, StreamProcessor
-from recstream.user_partitions import (
-    PartitionBook,
-    RestoredPartition,
-    decode_value,
-    encode_value,
-    restore_partition,
-)
-from streams.global_reader import GlobalReader
+from recstream.user_partitions import PartitionBook, RestoredPartition, encode_value
+from streams.idle_parking import IdleParking
+from streams.item_delta_exchange import WRITER_HEADER, ItemDeltaExchange
+from streams.user_state_topic import read_user_state, start_state_producer, user_state_ends
 
 log = logging.getLogger("recstream.worker")
 
-WRITER_HEADER = "recstream-writer"
-# One flush of a partition may carry a large item delta (a busy partition's co-visitation pairs
-# of a few seconds): well above Kafka's 1 MiB default, set on the topic, producer and consumer.
-MAX_STATE_MESSAGE_BYTES = 16 * 1024 * 1024
 
-
-class PartitionState:
+class PartitionState(IdleParking, ItemDeltaExchange):
     """Expects the attributes below (set by Runtime); see the module docstring."""
 
     settings: Settings
@@ -82,17 +72,11 @@ class PartitionState:
         # so a newer rebalance can overtake it).
         self.rebalances = 0
         self._take_lock = asyncio.Lock()
-        self.deltas_applied = 0
         self.state_flushes = 0
         self.state_restore_s: dict[int, float] = {}
-        self.delta_reader: GlobalReader | None = None
-        # Idle users (RECSTREAM_USER_TTL_S): parked in a local store, back with their next event
-        self.idle_store: IdleUserStore | None = None
-        self.users_evicted = 0
         self.moved_messages = 0  # events of a partition no longer (or not yet) held here
-        self.users_brought_back = 0
-        self._stream_time = 0.0  # the newest event time learned here
-        self._last_eviction = time.monotonic()
+        self._init_idle_parking()  # streams/idle_parking.py
+        self._init_item_delta_exchange()  # streams/item_delta_exchange.py
 
     @property
     def group_mode(self) -> bool:
@@ -130,49 +114,6 @@ class PartitionState:
             self.book.forgot(partition, user_id, ForgottenUsers.key(user_id), at)
             if self.idle_store is not None:
                 self.idle_store.take(partition, user_id)  # a parked copy goes too
-
-    # -- idle users ---------------------------------------------------------------------------
-    def open_idle_store(self, path: Path) -> None:
-        """Evict idle users to ``path`` (RECSTREAM_USER_TTL_S > 0; the worker's own slot)."""
-        self.idle_store = IdleUserStore(path)
-
-    def _bring_back(self, partition: int, messages: list[Any]) -> None:
-        keys = {bytes(m.key).decode("utf-8", "replace") for m in messages if m.key is not None}
-        self.users_brought_back += bring_back(
-            self.processor.recommender,
-            self.book,
-            partition,
-            keys,
-            self.idle_store,
-            self._remember_ids,
-        )
-
-    def _remember_ids(self, ids: list) -> None:
-        for h in ids:
-            self.processor.dedup.add_hash(h)
-
-    async def evict_idle_users(self) -> int:
-        """Users idle longer than the TTL leave memory (after a flush: committed ones only)."""
-        ttl = self.settings.user_ttl_s
-        if self.idle_store is None or ttl <= 0:
-            return 0
-        if time.monotonic() - self._last_eviction < min(60.0, ttl / 4):
-            return 0
-        self._last_eviction = time.monotonic()
-        moved = 0
-        async with self.lock:
-            for p in self.book.partitions:
-                moved += evict_idle(
-                    self.processor.recommender,
-                    self.book,
-                    p,
-                    self.idle_store,
-                    before_ts=self._stream_time - ttl,
-                )
-        self.users_evicted += moved
-        if moved:
-            log.info("%d idle users parked (%d in the store)", moved, len(self.idle_store))
-        return moved
 
     # -- assignment -------------------------------------------------------------------------
     async def take_partitions(
@@ -407,61 +348,17 @@ class PartitionState:
         ledger.forgotten = {**flush["forgotten"], **ledger.forgotten}
         ledger.deltas[:0] = flush["deltas"]
 
-    # -- item deltas of the other workers ----------------------------------------------------
-    async def apply_delta_records(self, records: Iterable[Any]) -> int:
-        """Merge the deltas other workers committed (ours are already in the model)."""
-        applied = 0
-        mine = self.writer_id.encode()
-        async with self.lock:
-            for record in records:
-                writer = dict(record.headers or ()).get(WRITER_HEADER)
-                if writer == mine or record.value is None:
-                    continue
-                try:
-                    self.processor.recommender.apply_item_delta(decode_value(record.value))
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.error(
-                        "item-deltas[%d]@%d skipped: %s", record.partition, record.offset, exc
-                    )
-                    self.metrics.state_flush_errors.labels(reason="bad_delta").inc()
-                    continue
-                applied += 1
-        self.deltas_applied += applied
-        return applied
-
-    async def follow_item_deltas(self) -> None:
-        """Forever: every committed item delta, from the start of the topic."""
-        self.delta_reader = GlobalReader(
-            self.settings,
-            [self.settings.topic("item-deltas")],
-            self._on_delta_records,
-            name="item-deltas",
-            consumer_options={
-                "max_partition_fetch_bytes": MAX_STATE_MESSAGE_BYTES,
-                "fetch_max_bytes": 4 * MAX_STATE_MESSAGE_BYTES,
-            },
-        )
-        await self.delta_reader.start()
-
-    async def _on_delta_records(self, records: list[Any]) -> None:
-        self.metrics.item_deltas_applied.inc(await self.apply_delta_records(records))
-
-    # -- Kafka clients ------------------------------------------------------------------------
-    def _client_options(self) -> dict[str, Any]:
-        return kafka_client_options(self.settings)
-
+    # -- Kafka clients (streams/user_state_topic.py) ------------------------------------------
     async def _start_producer(self, partition: int) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            **self._client_options(),
-            client_id=f"{self.settings.app_id}-state-{partition}",
-            transactional_id=f"{self.settings.app_id}-state-{partition}",
-            enable_idempotence=True,
-            acks="all",
-            max_request_size=MAX_STATE_MESSAGE_BYTES,
-            compression_type=None,  # values are zlib-compressed already
-        )
-        await producer.start()  # init_transactions: fences the previous owner
-        return producer
+        return await start_state_producer(self.settings, partition)
+
+    async def _read_partitions(self, partitions: list[int]) -> list[RestoredPartition]:
+        restored, ends = await read_user_state(self.settings, partitions)
+        self._end_after_flush.update(ends)
+        return restored
+
+    async def _end_offsets(self, partitions: list[int]) -> dict[int, int]:
+        return await user_state_ends(self.settings, partitions)
 
     async def _stop_producer(self, partition: int) -> None:
         producer = self._state_producers.pop(partition, None)
@@ -469,61 +366,8 @@ class PartitionState:
             with contextlib.suppress(Exception):
                 await producer.stop()
 
-    async def _read_partitions(self, partitions: list[int]) -> list[RestoredPartition]:
-        """Every committed record of these user-state partitions, from the start to the end."""
-        topic = self.settings.topic("user-state")
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer = AIOKafkaConsumer(
-            **self._client_options(),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=MAX_STATE_MESSAGE_BYTES,
-            fetch_max_bytes=4 * MAX_STATE_MESSAGE_BYTES,
-        )
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)  # read_committed: the last stable offset
-            records: dict[int, list[tuple[bytes | None, bytes | None]]] = {
-                p: [] for p in partitions
-            }
-            todo = {tp for tp in tps if ends[tp] > 0}
-            while todo:
-                batches = await consumer.getmany(*todo, timeout_ms=1000)
-                for tp, batch in batches.items():
-                    records[tp.partition].extend((r.key, r.value) for r in batch)
-                for tp in list(todo):
-                    if await consumer.position(tp) >= ends[tp]:
-                        todo.discard(tp)
-        finally:
-            await consumer.stop()
-        for p in partitions:
-            self._end_after_flush[p] = ends[TopicPartition(topic, p)]
-        return [restore_partition(p, records[p]) for p in partitions]
-
-    async def _end_offsets(self, partitions: list[int]) -> dict[int, int]:
-        topic = self.settings.topic("user-state")
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer = AIOKafkaConsumer(
-            **self._client_options(), group_id=None, isolation_level="read_committed"
-        )
-        try:
-            await consumer.start()
-            ends = await consumer.end_offsets(tps)
-        except KafkaError as exc:
-            log.warning("user-state end offsets unavailable: %s", exc)
-            return {}
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-        return {tp.partition: int(o) for tp, o in ends.items()}
-
     async def close_partition_state(self) -> None:
-        if self.delta_reader is not None:
-            await self.delta_reader.stop()
+        await self.stop_item_deltas()
         for p in list(self._state_producers):
             await self._stop_producer(p)
 
