@@ -17,8 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("recstream.adapters.produce", "send a catalogue and an event stream to Kafka"),
     "consume": ("recstream.adapters.consume", "tail the recommendations topic"),
     "forget": ("recstream.adapters.forget_cli", "ask the workers to forget users (their data)"),
-    "evaluate": ("recstream.evaluate", "prequential evaluation on a dataset folder"),
+    "evaluate": ("recstream.evaluate_cli", "prequential evaluation on a dataset folder"),
     "encode": ("recstream.encoder", "encode a catalogue with the BERT item encoder"),
+    "synth-dataset": ("recstream.datasets", "write the seeded synthetic shop as a dataset folder"),
 }
 
 

@@ -23,20 +23,32 @@ Both readers validate as they go and raise :class:`ValueError` naming the file a
 >>> items, events = synthetic_stream(n_users=20, n_items=30, n_events=200, seed=1)
 >>> len(items), len(events), events[0].type in ("view", "click", "purchase")
 (30, 200, True)
+>>> write_dataset(d / "shop", items, events)
+>>> load_dataset(d / "shop") == (items, events)  # the synthetic shop as a dataset folder
+True
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from recstream.cli import positive_int
 from recstream.events import EVENT_TYPES, MAX_ID_LENGTH, Event, Item
 
-__all__ = ["iter_events", "load_dataset", "read_events", "read_items", "synthetic_stream"]
+__all__ = [
+    "iter_events",
+    "load_dataset",
+    "read_events",
+    "read_items",
+    "synthetic_stream",
+    "write_dataset",
+]
 
 EVENT_COLUMNS = ("timestamp", "user_id", "item_id", "event_type")
 
@@ -154,6 +166,41 @@ def load_dataset(folder: str | Path) -> tuple[list[Item], list[Event]]:
     return read_items(folder / "items.csv"), read_events(folder / "events.csv")
 
 
+def write_dataset(folder: str | Path, items: Sequence[Item], events: Sequence[Event]) -> None:
+    """Write ``items`` and ``events`` as a dataset folder in the standard format.
+
+    ``items.csv`` gets ``item_id,title,description,categories,tags,ts`` (lists ``|``-separated,
+    ``ts`` the release time) and ``events.csv`` the events in the order given. Timestamps are
+    written as ``repr`` so they read back as the same floats: :func:`load_dataset` gives back
+    equal items, and equal events when their ids were derived from their line as the reader
+    derives them (as :func:`synthetic_stream` does). The folder is created when missing.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in items:  # the list separator cannot be escaped in the format: refuse, never mangle
+        if any("|" in value for value in (*item.categories, *item.tags)):
+            raise ValueError(f"item {item.item_id!r}: '|' inside a category or tag")
+    with (folder / "items.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("item_id", "title", "description", "categories", "tags", "ts"))
+        for item in items:
+            writer.writerow(
+                (
+                    item.item_id,
+                    item.title,
+                    item.description,
+                    "|".join(item.categories),
+                    "|".join(item.tags),
+                    repr(item.ts),
+                )
+            )
+    with (folder / "events.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(EVENT_COLUMNS)
+        for event in events:
+            writer.writerow((repr(event.ts), event.user_id, event.item_id, event.type))
+
+
 # --- synthetic stream ------------------------------------------------------------------------
 
 _GENRES: dict[str, tuple[list[str], list[str]]] = {
@@ -269,3 +316,37 @@ def synthetic_stream(
                 )
         t += step
     return items, events
+
+
+# --- command line: recstream synth-dataset ---------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "out_dir", metavar="OUT_DIR", type=Path, help="folder to write items.csv and events.csv to"
+    )
+    parser.add_argument("--users", type=positive_int, default=200, help="users (default 200)")
+    parser.add_argument("--items", type=positive_int, default=500, help="items (default 500)")
+    parser.add_argument(
+        "--events", type=positive_int, default=20_000, help="events (default 20000)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="seed (default 42)")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite items.csv / events.csv already there"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the seeded synthetic shop (the stream ``recstream produce --synthetic`` sends)."""
+    out: Path = args.out_dir
+    existing = [out / n for n in ("items.csv", "events.csv") if (out / n).exists()]
+    if existing and not args.force:
+        raise ValueError(f"{existing[0]} exists (--force overwrites)")
+    items, events = synthetic_stream(args.users, args.items, args.events, args.seed)
+    write_dataset(out, items, events)
+    purchases = sum(e.type == "purchase" for e in events)
+    print(
+        f"{out}: {len(items)} items, {len(events)} events ({purchases} purchases) "
+        f"from {args.users} users, seed {args.seed}"
+    )
+    return 0

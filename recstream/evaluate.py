@@ -21,6 +21,10 @@ Beyond accuracy (over all evaluated lists):
 * ``events_per_s`` — events through the test+learn loop per second (encoding apart, reported as
   ``encode_items_per_s``).
 
+With ``split_at`` (``--holdout``) the same metrics are also reported for the events before and
+from that index apart (``"parts"``: ``"tune"``, ``"holdout"``); the model still learns every
+event in order, so only the reporting is split.
+
 >>> from recstream.popularity import Popularity
 >>> from recstream.events import Event, Item
 >>> items = [Item("a"), Item("b"), Item("c")]
@@ -33,25 +37,23 @@ Beyond accuracy (over all evaluated lists):
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recstream.cli import positive_int
 from recstream.events import Event, Item
 
-__all__ = ["MODELS", "build_model", "evaluate", "results_table"]
+__all__ = ["MODELS", "build_model", "evaluate", "holdout_split"]
 
 MODELS = ("hybrid", "popularity", "isgd", "mf", "covisit")
 BASELINES = ("popularity", "isgd", "covisit")
+# The parts of the stream reported apart with a split (``evaluate(split_at=...)``, --holdout):
+# settings may be chosen on "tune" only; "holdout" is the data nobody tuned on.
+PARTS = ("tune", "holdout")
 
 
 def build_model(name: str, seed: int = 42, exclude: str = "purchased"):
@@ -139,6 +141,73 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1)
 
 
+class _Tally:
+    """What the protocol counts over a run of evaluated events: the whole stream, or one part."""
+
+    def __init__(self) -> None:
+        self.hits = self.cold_hits = self.evaluated = self.cold_evaluated = 0
+        self.ndcg = 0.0
+        self.exposure: dict[str, int] = {}
+        self.novelty_sum = 0.0
+        self.novelty_n = 0
+        self.lists: list[list[str]] = []
+
+    def add(self, ids: list[str], gain: float | None, cold: bool, bits: list[float]) -> None:
+        """One evaluated list: ``gain`` its NDCG term (None: a miss), ``bits`` each item's
+        self-information, in list order (summed in that order, so the floats never change)."""
+        self.evaluated += 1
+        self.cold_evaluated += cold
+        if gain is not None:
+            self.hits += 1
+            self.cold_hits += cold
+            self.ndcg += gain
+        for i, b in zip(ids, bits, strict=True):
+            self.exposure[i] = self.exposure.get(i, 0) + 1
+            self.novelty_sum += b
+        self.novelty_n += len(ids)
+        self.lists.append(ids)
+
+    def metrics(
+        self,
+        k: int,
+        catalogue: Sequence[str],
+        vectors: tuple[Sequence[str], np.ndarray] | None,
+        events: int,
+        elapsed: float,
+    ) -> dict[str, Any]:
+        counts = np.array([self.exposure.get(i, 0) for i in catalogue], dtype=np.float64)
+        evaluated, cold_evaluated = self.evaluated, self.cold_evaluated
+        return {
+            f"hr@{k}": self.hits / evaluated if evaluated else 0.0,
+            f"ndcg@{k}": self.ndcg / evaluated if evaluated else 0.0,
+            "evaluated": evaluated,
+            f"cold_hr@{k}": self.cold_hits / cold_evaluated if cold_evaluated else 0.0,
+            "cold_evaluated": cold_evaluated,
+            "coverage": len(self.exposure) / len(catalogue) if catalogue else 0.0,
+            "novelty": self.novelty_sum / self.novelty_n if self.novelty_n else 0.0,
+            "diversity": _diversity(self.lists, vectors),
+            "gini": gini(counts),
+            "events": events,
+            "events_per_s": events / elapsed if elapsed > 0 else float("inf"),
+            "k": k,
+        }
+
+
+def holdout_split(n_events: int, fraction: float) -> int:
+    """Index of the first held-out event when the last ``fraction`` of the stream is held out.
+
+    The held-out part is the last ``ceil(fraction * n_events)`` events, so the tuning part is
+    ``events[:split]``; for 0.5 the split is ``floor(n_events / 2)``.
+
+    >>> holdout_split(100_836, 0.5), holdout_split(5, 0.5), holdout_split(10, 0.7)
+    (50418, 2, 3)
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+    # round(): 0.7 * 10 is 7.000000000000001 in floats, which ceil() would make 8
+    return n_events - math.ceil(round(fraction * n_events, 6))
+
+
 def evaluate(
     model,
     items: Sequence[Item],
@@ -149,6 +218,7 @@ def evaluate(
     cold_threshold: int = 5,
     progress: bool | str = False,
     on_result: Callable[[int, bool, bool], None] | None = None,
+    split_at: int | None = None,
 ) -> dict[str, Any]:
     """Run the prequential protocol (module docstring) and return the metrics.
 
@@ -167,18 +237,26 @@ def evaluate(
         Show a tqdm bar on stderr (a string is used as its description).
     on_result
         Called as ``on_result(event_index, hit, cold)`` for every evaluated event.
+    split_at
+        Also report the metrics of ``events[:split_at]`` (``"tune"``) and ``events[split_at:]``
+        (``"holdout"``) apart, under ``"parts"`` (each with the whole stream's keys, plus
+        ``"first_event"``). The model still learns every event, in order: only the reporting is
+        split. The whole-stream metrics are the same with or without it, to the last bit.
     """
+    if split_at is not None and not 0 <= split_at <= len(events):
+        raise ValueError(f"split_at must be in [0, {len(events)}], got {split_at}")
     _prepare(model, items, vectors)
     catalogue = {item.item_id for item in items}
     seen: dict[str, set[str]] = {}
     item_events: dict[str, int] = {}
     item_users: dict[str, int] = {}
-    hits = cold_hits = evaluated = cold_evaluated = 0
-    ndcg = 0.0
-    exposure: dict[str, int] = {}
-    novelty_sum, novelty_n = 0.0, 0
-    lists: list[list[str]] = []
     discounts = [1.0 / math.log2(r + 2) for r in range(k)]
+    bounds = [0, len(events)] if split_at is None else [0, split_at, len(events)]
+    parts = [_Tally() for _ in bounds[1:]]
+    # Without a split the single part is the whole stream: no second tally to keep up to date.
+    whole = parts[0] if split_at is None else _Tally()
+    part_elapsed: list[float] = []
+    part_catalogues: list[list[str]] = []
 
     limits = _single_threaded_blas()
     bar = None
@@ -189,44 +267,45 @@ def evaluate(
         bar = tqdm(total=len(events), desc=desc, file=sys.stderr, unit="ev", mininterval=0.5)
     try:
         start = time.perf_counter()
-        for n, event in enumerate(events):
-            user_seen = seen.get(event.user_id)
-            if event.type == "purchase" and user_seen:
-                recs = model.recommend(event.user_id, k, exclude="seen")
-                ids = [r.item_id for r in recs]
-                bad = [i for i in ids if i in user_seen]
-                if bad:
-                    raise RuntimeError(
-                        f"{type(model).__name__} recommended {bad[0]!r}, which user "
-                        f"{event.user_id!r} already interacted with (event {n}): protocol violated"
-                    )
-                cold = item_events.get(event.item_id, 0) < cold_threshold
-                evaluated += 1
-                cold_evaluated += cold
-                hit = event.item_id in ids
-                if hit:
-                    hits += 1
-                    cold_hits += cold
-                    ndcg += discounts[ids.index(event.item_id)]
-                n_users = len(seen)
-                for i in ids:
-                    exposure[i] = exposure.get(i, 0) + 1
-                    novelty_sum -= math.log2((item_users.get(i, 0) + 1) / (n_users + 1))
-                novelty_n += len(ids)
-                lists.append(ids)
-                if on_result is not None:
-                    on_result(n, hit, cold)
-            model.learn(event)
-            if user_seen is None:
-                user_seen = seen[event.user_id] = set()
-            if event.item_id not in user_seen:
-                user_seen.add(event.item_id)
-                item_users[event.item_id] = item_users.get(event.item_id, 0) + 1
-            item_events[event.item_id] = item_events.get(event.item_id, 0) + 1
-            catalogue.add(event.item_id)
-            if bar is not None and n % 500 == 499:
-                bar.update(500)
-                bar.set_postfix(hr=f"{hits / max(evaluated, 1):.4f}", refresh=False)
+        for part, lo, hi in zip(parts, bounds, bounds[1:], strict=False):
+            tallies = (whole,) if part is whole else (whole, part)
+            part_start = time.perf_counter()
+            for n in range(lo, hi):
+                event = events[n]
+                user_seen = seen.get(event.user_id)
+                if event.type == "purchase" and user_seen:
+                    recs = model.recommend(event.user_id, k, exclude="seen")
+                    ids = [r.item_id for r in recs]
+                    bad = [i for i in ids if i in user_seen]
+                    if bad:
+                        raise RuntimeError(
+                            f"{type(model).__name__} recommended {bad[0]!r}, which user "
+                            f"{event.user_id!r} already interacted with (event {n}): "
+                            "protocol violated"
+                        )
+                    cold = item_events.get(event.item_id, 0) < cold_threshold
+                    hit = event.item_id in ids
+                    gain = discounts[ids.index(event.item_id)] if hit else None
+                    n_users = len(seen)
+                    bits = [-math.log2((item_users.get(i, 0) + 1) / (n_users + 1)) for i in ids]
+                    for tally in tallies:
+                        tally.add(ids, gain, cold, bits)
+                    if on_result is not None:
+                        on_result(n, hit, cold)
+                model.learn(event)
+                if user_seen is None:
+                    user_seen = seen[event.user_id] = set()
+                if event.item_id not in user_seen:
+                    user_seen.add(event.item_id)
+                    item_users[event.item_id] = item_users.get(event.item_id, 0) + 1
+                item_events[event.item_id] = item_events.get(event.item_id, 0) + 1
+                catalogue.add(event.item_id)
+                if bar is not None and n % 500 == 499:
+                    bar.update(500)
+                    bar.set_postfix(hr=f"{whole.hits / max(whole.evaluated, 1):.4f}", refresh=False)
+            part_elapsed.append(time.perf_counter() - part_start)
+            # A part's coverage and gini are over the catalogue as it was at the part's end.
+            part_catalogues.append(sorted(catalogue))
         elapsed = time.perf_counter() - start
     finally:
         if limits is not None:
@@ -235,249 +314,15 @@ def evaluate(
         bar.update(len(events) - bar.n)
         bar.close()
 
-    counts = np.array([exposure.get(i, 0) for i in sorted(catalogue)], dtype=np.float64)
-    return {
-        f"hr@{k}": hits / evaluated if evaluated else 0.0,
-        f"ndcg@{k}": ndcg / evaluated if evaluated else 0.0,
-        "evaluated": evaluated,
-        f"cold_hr@{k}": cold_hits / cold_evaluated if cold_evaluated else 0.0,
-        "cold_evaluated": cold_evaluated,
-        "coverage": len(exposure) / len(catalogue) if catalogue else 0.0,
-        "novelty": novelty_sum / novelty_n if novelty_n else 0.0,
-        "diversity": _diversity(lists, vectors),
-        "gini": gini(counts),
-        "events": len(events),
-        "events_per_s": len(events) / elapsed if elapsed > 0 else float("inf"),
-        "k": k,
-    }
-
-
-# --- results table and plot ------------------------------------------------------------------
-
-
-def _cell(name: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.4f}" if name.startswith(("hr", "ndcg", "cold")) else f"{value:.3f}"
-
-
-def results_table(results: dict[str, dict[str, Any]], k: int = 10) -> str:
-    """A markdown table, one row per model (``{model name: evaluate() result}``)."""
-    cols = [f"hr@{k}", f"ndcg@{k}", f"cold_hr@{k}", "coverage", "novelty", "diversity", "gini"]
-    lines = [
-        "| model | " + " | ".join(cols) + " | events/s |",
-        "|---|" + "---|" * (len(cols) + 1),
-    ]
-    for name, r in results.items():
-        cells = [_cell(c, r.get(c)) for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['events_per_s']:,.0f} |")
-    return "\n".join(lines)
-
-
-def rolling_hit_rate(
-    positions: Sequence[int], hits: Sequence[bool], window: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Hit rate over the last ``window`` evaluated events, at each evaluated event's position."""
-    h = np.asarray(hits, dtype=np.float64)
-    if h.size == 0:
-        return np.zeros(0), np.zeros(0)
-    window = max(1, min(window, h.size))
-    cum = np.concatenate([[0.0], np.cumsum(h)])
-    idx = np.arange(1, h.size + 1)
-    lo = np.maximum(0, idx - window)
-    return np.asarray(positions), (cum[idx] - cum[lo]) / (idx - lo)
-
-
-def plot_rolling(
-    curves: dict[str, tuple[Sequence[int], Sequence[bool]]],
-    out: str | Path,
-    *,
-    k: int = 10,
-    window: int = 2000,
-    title: str = "",
-) -> None:
-    """Rolling hr@k along the stream, one line per model, to a PNG file."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
-    for name, (positions, hits) in curves.items():
-        x, y = rolling_hit_rate(positions, hits, window)
-        ax.plot(x, y, label=f"{name} ({np.mean(hits) if len(hits) else 0:.4f})", linewidth=1.2)
-    ax.set_xlabel("event index in the stream")
-    ax.set_ylabel(f"hr@{k}, rolling over {window} evaluated purchases")
-    ax.set_title(title or f"Prequential hr@{k} along the stream")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-
-
-# --- command line ------------------------------------------------------------------------------
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data_dir", metavar="DATA_DIR", help="folder with items.csv and events.csv")
-    parser.add_argument("--k", type=positive_int, default=10, help="list length K (default 10)")
-    parser.add_argument("--model", choices=MODELS, default="hybrid", help="model (default hybrid)")
-    parser.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
-    parser.add_argument(
-        "--plot",
-        metavar="OUT.png",
-        help="also run every other model and plot rolling hr@K of all of them to OUT.png",
-    )
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N events")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    parser.add_argument(
-        "--window", type=int, default=2000, help="rolling window of the plot (evaluated events)"
-    )
-    parser.add_argument(
-        "--no-encoder-cache",
-        action="store_true",
-        help="encode the catalogue from scratch (measures encode_items_per_s honestly)",
-    )
-    parser.add_argument(
-        "--no-encode",
-        action="store_true",
-        help="skip BERT encoding (no content signal for the hybrid, no diversity)",
-    )
-    parser.add_argument(
-        "--shards",
-        type=positive_int,
-        metavar="N",
-        help="the hybrid as N workers: users hashed over N shards (Kafka's partitioner) that "
-        "exchange item-side deltas (recstream/sharded.py); 1 gives the single model's numbers",
-    )
-    parser.add_argument(
-        "--sync-interval",
-        type=positive_int,
-        default=1000,
-        metavar="T",
-        help="with --shards: exchange item deltas every T events of the stream (default 1000)",
-    )
-
-
-def _build(name: str, args: argparse.Namespace):
-    """The model to evaluate: ``build_model``, or the hybrid as a group of shards."""
-    if getattr(args, "shards", None) is None:
-        return build_model(name, seed=args.seed)
-    from recstream.sharded import ShardedRecommender
-
-    return ShardedRecommender(args.shards, args.sync_interval, seed=args.seed)
-
-
-def _encode(items: Sequence[Item], use_cache: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    from recstream.config import Settings
-    from recstream.encoder import ItemEncoder
-
-    settings = Settings.from_env()
-    encoder = ItemEncoder(
-        settings.encoder_model or None,
-        device=settings.encoder_device,
-        batch_size=settings.encoder_batch_size,
-        cache=use_cache,
-    )
-    start = time.perf_counter()
-    vectors = encoder.encode_items(items, progress=True)
-    elapsed = time.perf_counter() - start
-    stats = encoder.stats()
-    info = {
-        "encode_items_per_s": len(items) / elapsed if elapsed > 0 else float("inf"),
-        "encode_seconds": elapsed,
-        "encode_items_encoded": int(stats["items_encoded"]),
-        "encode_cache_hits": int(stats["cache_hits"]),
-        "encoder": encoder.model_name,
-        "encoder_device": str(encoder.device),
-    }
-    return vectors, info
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def run(args: argparse.Namespace) -> int:
-    from recstream.datasets import load_dataset
-
-    if getattr(args, "shards", None) is not None and (args.model != "hybrid" or args.plot):
-        raise ValueError("--shards simulates workers of the hybrid: no --model or --plot with it")
-    items, events = load_dataset(args.data_dir)
-    if args.limit is not None:
-        events = events[: args.limit]
-    vectors = None
-    encode_info: dict[str, Any] = {"encode_items_per_s": None}
-    if not args.no_encode:
-        matrix, encode_info = _encode(items, use_cache=not args.no_encoder_cache)
-        vectors = ([item.item_id for item in items], matrix)
-
-    names = [args.model]
-    if args.plot:
-        names += [m for m in MODELS if m != args.model]
-    results: dict[str, dict[str, Any]] = {}
-    curves: dict[str, tuple[list[int], list[bool]]] = {}
-    for name in names:
-        model = _build(name, args)
-        positions: list[int] = []
-        hits: list[bool] = []
-
-        def record(n: int, hit: bool, cold: bool, positions=positions, hits=hits) -> None:
-            positions.append(n)
-            hits.append(hit)
-
-        result = evaluate(
-            model, items, events, args.k, vectors=vectors, progress=name, on_result=record
-        )
-        result.update(encode_info)
-        result.update(
-            model=name,
-            model_version=getattr(model, "model_version", name),
-            data=str(Path(args.data_dir).resolve().name),
-            seed=args.seed,
-            limit=args.limit,
-            n_items=len(items),
-        )
-        if hasattr(model, "config"):
-            result["config"] = dataclasses.asdict(model.config)
-        if hasattr(model, "sync_interval"):  # a ShardedRecommender: the exchange's statistics
-            result.update(model.stats())
-        results[name] = result
-        curves[name] = (positions, hits)
-
-    main = results[args.model]
-    if args.json:
-        out = dict(main)
-        if len(results) > 1:
-            out["baselines"] = {n: r for n, r in results.items() if n != args.model}
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_clean(out), indent=2) + "\n")
-    if args.plot:
-        plot_rolling(
-            curves,
-            args.plot,
-            k=args.k,
-            window=args.window,
-            title=f"{main['data']}: prequential hr@{args.k} (rolling {args.window} purchases)",
-        )
-    print(results_table(results, args.k))
-    print(
-        f"\nevaluated = {main['evaluated']}, cold_evaluated = {main['cold_evaluated']}, "
-        f"events = {main['events']}, encode_items_per_s = "
-        + (
-            f"{main['encode_items_per_s']:,.0f}"
-            if main.get("encode_items_per_s") is not None
-            else "n/a"
-        )
-    )
-    return 0
+    result = whole.metrics(k, part_catalogues[-1], vectors, len(events), elapsed)
+    if split_at is not None:
+        result["parts"] = {
+            name: {
+                **tally.metrics(k, cat, vectors, hi - lo, seconds),
+                "first_event": lo,
+            }
+            for name, tally, cat, lo, hi, seconds in zip(
+                PARTS, parts, part_catalogues, bounds, bounds[1:], part_elapsed, strict=False
+            )
+        }
+    return result

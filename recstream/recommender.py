@@ -6,7 +6,10 @@ Every event updates, in O(window) time: the user's state and content profile
 first-seen clock. ``recommend`` scores *every* item with numpy vector operations over one shared
 item index (:mod:`recstream.index`), normalises each signal, sums them with the weights of
 :class:`RecommenderConfig` and returns the top K, each with the reason of its largest
-contribution.
+contribution. With ``RecommenderConfig(ranker="learned")`` the weights are an
+:class:`~recstream.ranker.OnlineRanker` over :mod:`recstream.features` instead: it starts at
+those weights and learns test-then-learn from the stream (each purchase, before the signals
+learn it, against the candidates the user had), and is saved with the model.
 
 Per-user state is portable: :meth:`Recommender.export_user` gives everything the model holds
 about one user as plain data keyed by item ids, :meth:`Recommender.import_user` reads it back
@@ -47,9 +50,13 @@ import numpy as np
 from recstream.covisit import CoVisitation
 from recstream.deltas import FORMAT as DELTA_FORMAT
 from recstream.events import Event, Item, ScoredItem
+from recstream.features import DEFAULT_FEATURES, FeatureCache, feature_matrix
+from recstream.features import minmax_scale as _minmax
+from recstream.features import unit_scale as _unit
 from recstream.index import ItemIndex, grow, top_k
 from recstream.mf import ImplicitMF
 from recstream.popularity import Popularity
+from recstream.ranker import OnlineRanker
 from recstream.state import DEFAULT_EVENT_WEIGHTS, EXCLUDE_MODES, UserStore
 
 __all__ = ["Recommender", "RecommenderConfig"]
@@ -65,6 +72,7 @@ _PAST = {"purchase": "purchased", "click": "clicked", "view": "viewed"}
 
 _FORMAT_VERSION = 1
 USER_FORMAT = 1  # of export_user's dicts
+RANKERS = ("fixed", "learned")
 
 
 @dataclass(frozen=True)
@@ -110,27 +118,33 @@ class RecommenderConfig:
     user_max_seen: int = 10_000
     user_max_purchased: int = 10_000
     content_dim: int = 128  # score content in a PCA projection this wide (0: full vectors)
+    # --- ranking (recstream/ranker.py; settings chosen on the first half of ml-latest-small) ---
+    # "fixed": score = the w_* weighted sum of the signals. "learned": a linear ranker over
+    # ranker_features that starts at the w_* weights (extra features at 0) and learns online,
+    # test-then-learn, from each event of ranker_types: the event's item against the user's
+    # candidates, each step weighted by event_weights and by 1 + ranker_cold_boost for an item
+    # with fewer than ranker_cold_events events (the protocol's cold items: without it the
+    # likelihood favours popular items and the ranker gives up cold hits for warm ones).
+    # Purchases only by default: learning clicks too scores as well on the first half but
+    # costs a feature pass per click (the step on a purchase reuses the list just ranked)
+    ranker: str = "fixed"
+    ranker_features: tuple[str, ...] = DEFAULT_FEATURES
+    ranker_loss: str = "softmax"  # "softmax" | "bpr"
+    ranker_lr: float = 0.03
+    ranker_l2: float = 0.0  # pull towards the starting weights
+    ranker_optimizer: str = "sgd"  # "sgd" | "adam" | "adagrad" (River's)
+    ranker_types: tuple[str, ...] = ("purchase",)
+    ranker_cold_boost: float = 3.0
+    ranker_cold_events: int = 5
+    ranker_shown: int = 10  # "bpr": negatives from the list it would have shown ...
+    ranker_sampled: int = 10  # ... and drawn uniformly from the candidates
 
     def digest(self) -> str:
-        raw = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        fields = dataclasses.asdict(self)
+        if self.ranker == "fixed":  # unused settings: a fixed model's version stays as it was
+            fields = {k: v for k, v in fields.items() if not k.startswith("ranker")}
+        raw = json.dumps(fields, sort_keys=True).encode()
         return hashlib.blake2b(raw, digest_size=4).hexdigest()
-
-
-# (Boolean indexing then plain reductions is ~2x faster than ``np.max(x, where=mask)``.)
-def _unit(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Scale ``x`` so its maximum over ``mask`` is 1 (non-negative signals); zeros stay zero."""
-    selected = x[mask]
-    top = float(selected.max()) if selected.size else 0.0
-    return x / top if top > 0 else np.zeros_like(x)
-
-
-def _minmax(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Min-max scale ``x`` to [0, 1] over ``mask`` (signed signals such as MF scores)."""
-    selected = x[mask]
-    if not selected.size:
-        return np.zeros_like(x)
-    lo, hi = float(selected.min()), float(selected.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
 class Recommender:
@@ -157,6 +171,10 @@ class Recommender:
     # The clock (n_events) as of the last item_delta(), plus the events merged since: None
     # until track_item_deltas() (class default: also for models pickled before it existed).
     _delta_clock: int | None = None
+    # The learned ranker and the features of the last list it ranked; None: the fixed weights
+    # (also for models pickled before the ranker existed).
+    ranker: OnlineRanker | None = None
+    _feature_cache: FeatureCache | None = None
 
     def __init__(
         self,
@@ -169,6 +187,8 @@ class Recommender:
         if exclude not in EXCLUDE_MODES:
             raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {exclude!r}")
         self.config = config or RecommenderConfig()
+        if self.config.ranker not in RANKERS:
+            raise ValueError(f"ranker must be one of {RANKERS}, got {self.config.ranker!r}")
         # model_version is read for every published recommendation; the config is frozen, so
         # its digest is computed once (hashing the config per event cost 17% of the worker).
         self._config_digest = self.config.digest()
@@ -219,6 +239,21 @@ class Recommender:
         self._fresh_marked = np.zeros(0, dtype=bool)
         self._text_hash: dict[str, str] = {}
         self.n_events = 0
+        if c.ranker == "learned":
+            # Per model, hence per worker: each learns from its own users' events and saves its
+            # weights with its checkpoint (exchanging them between workers is left to do).
+            self.ranker = OnlineRanker(
+                c.ranker_features,
+                {name: w for name, w in self._weights().items() if name in c.ranker_features},
+                lr=c.ranker_lr,
+                l2=c.ranker_l2,
+                optimizer=c.ranker_optimizer,
+                loss=c.ranker_loss,
+                n_shown=c.ranker_shown,
+                n_sampled=c.ranker_sampled,
+                seed=seed,
+            )
+            self._feature_cache = FeatureCache()
 
     # -- catalogue ---------------------------------------------------------------------------
     @property
@@ -232,6 +267,7 @@ class Recommender:
         A changed item keeps its old vector until the new one arrives: slightly stale content
         is better than none.
         """
+        self._stale()
         if item.deleted:
             self.delete_item(item.item_id)
             return False
@@ -249,10 +285,12 @@ class Recommender:
 
     def delete_item(self, item_id: str) -> None:
         """Never recommend ``item_id`` again (until it is upserted again)."""
+        self._stale()
         self.index.delete(item_id)
 
     def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
         """Store content vectors (float32, L2-normalised) for ``item_ids``."""
+        self._stale()
         self.index.set_vectors(list(item_ids), vectors)
 
     # -- learning ----------------------------------------------------------------------------
@@ -260,6 +298,8 @@ class Recommender:
         """Update every signal with one event; an unknown item is learned but recommendable
         only once catalogued (see ``allow_unknown_items``)."""
         c_weights = self.config.event_weights
+        if self.ranker is not None and event.type in self.config.ranker_types:
+            self._learn_ranker(event)  # test-then-learn: before any signal learns the event
         row = self.index.add(event.item_id, active=self.allow_unknown_items)
         self.n_events += 1
         if self.index.active[row]:  # a waiting item's fresh clock starts at its upsert
@@ -276,6 +316,7 @@ class Recommender:
         items, co-visitation window, MF factors. What the user's events added to item-side
         aggregates (co-visitation counts, popularity, MF item factors) stays: it cannot be told
         apart from other users' and names nobody. True when the user was known."""
+        self._stale()
         known = self.users.forget(user_id)
         known |= self.covisit.forget_user(user_id)
         known |= self.mf.forget_user(user_id)
@@ -417,6 +458,7 @@ class Recommender:
         """
         if delta.get("format") != DELTA_FORMAT:
             raise ValueError(f"not an item delta of format {DELTA_FORMAT}: {delta.get('format')!r}")
+        self._stale()
         n = int(delta["n_events"])
         self.n_events += n  # first: merged counts are stamped no later than this clock
         if self._delta_clock is not None:
@@ -433,7 +475,10 @@ class Recommender:
             self._fresh_marked[rows] = True
 
     # -- scoring -----------------------------------------------------------------------------
-    def _signals(self, user_id: str, valid: np.ndarray) -> dict[str, np.ndarray]:
+    def _signals(
+        self, user_id: str, valid: np.ndarray, every: bool = False
+    ) -> dict[str, np.ndarray]:
+        """The signals scaled over ``valid``: those with a weight, or ``every`` one (ranker)."""
         c = self.config
         out: dict[str, np.ndarray] = {}
         now = float(self.n_events)
@@ -443,12 +488,12 @@ class Recommender:
         state = self.users.get(user_id)
         if state is None:
             return out
-        if c.w_covisit:
+        if c.w_covisit or every:
             out["covisit"] = _unit(self.covisit.score(user_id), valid)
-        if c.w_mf:
+        if c.w_mf or every:
             out["mf"] = _minmax(self.mf.score(user_id), valid)
         profile = state.profile()
-        if c.w_content and profile is not None and self.index.n_vectors:
+        if (c.w_content or every) and profile is not None and self.index.n_vectors:
             sim = self.index.similarity(profile, approx=True)
             has = self.index.has_vector
             # min-max over the candidates: raw cosines of sentence embeddings crowd into a
@@ -477,29 +522,75 @@ class Recommender:
         if n == 0 or k <= 0:
             return []
         state = self.users.get(user_id)
-        valid = self.index.active.copy()
-        if state is not None:
-            excluded = state.excluded(mode)
-            if excluded:
-                valid[np.fromiter(excluded, dtype=np.intp, count=len(excluded))] = False
-        weights = self._weights()
-        signals = self._signals(user_id, valid)
-        total = np.zeros(n, dtype=np.float64)
-        for name, s in signals.items():
-            total += weights[name] * s
+        valid = self._candidates(state, mode)
+        if self.ranker is None:
+            weights = self._weights()
+            signals = self._signals(user_id, valid)
+            total = np.zeros(n, dtype=np.float64)
+            for name, s in signals.items():
+                total += weights[name] * s
+        else:
+            X, signals = feature_matrix(self, user_id, valid, self.ranker.features)
+            total = self.ranker.score(X)
+            weights = {name: self.ranker.weights.get(name, 0.0) for name in signals}
+            if self._feature_cache is not None:  # the step on this user's next event reuses X
+                self._feature_cache.put((user_id, self.n_events, mode), (X, valid))
         rows = top_k(total, k, valid=valid)
-        reasons = self._reasons(rows, user_id, state, signals)
+        reasons = self._reasons(rows, user_id, state, signals, weights)
         ids = self.index.ids
         return [
             ScoredItem(ids[r], float(total[r]), reason)
             for r, reason in zip(rows, reasons, strict=True)
         ]
 
+    def _candidates(self, state, mode: str) -> np.ndarray:
+        """The rows that may be recommended: active items less the user's excluded ones."""
+        valid = self.index.active.copy()
+        if state is not None:
+            excluded = state.excluded(mode)
+            if excluded:
+                valid[np.fromiter(excluded, dtype=np.intp, count=len(excluded))] = False
+        return valid
+
+    def _learn_ranker(self, event: Event) -> None:
+        """The ranker's step on ``event`` before the model learns it: its item against the
+        candidates, the items the user had not touched (the protocol's ``exclude="seen"``).
+        An item the user touched before (a purchase after its view) is no step: it was not
+        among those candidates, and what brought the user back to it is not what ranks them."""
+        row = self.index.row(event.item_id)
+        state = self.users.get(event.user_id)
+        if row is None or not self.index.active[row] or self.ranker is None:
+            return  # never recommendable yet: nothing a list could have shown
+        if state is not None and row in state.seen:
+            return
+        cache = self._feature_cache
+        cached = cache.take((event.user_id, self.n_events, "seen")) if cache else None
+        if cached is not None:
+            X, mask = cached  # the list just ranked for this user, at this very state
+        else:
+            mask = self._candidates(state, "seen")
+            X, _ = feature_matrix(self, event.user_id, mask, self.ranker.features)
+        c = self.config
+        weight = c.event_weights.get(event.type, 1.0)
+        events = self.covisit._events  # every event of any type, per item (grown lazily)
+        if (events[row] if row < len(events) else 0.0) < c.ranker_cold_events:
+            weight *= 1.0 + c.ranker_cold_boost
+        self.ranker.learn_list(X, row, mask, weight=weight, clock=self.n_events)
+
+    def _stale(self) -> None:
+        """The model changed outside learn(): the cached features no longer hold."""
+        if self._feature_cache is not None:
+            self._feature_cache.clear()
+
     def _reasons(
-        self, rows: np.ndarray, user_id: str, state, signals: dict[str, np.ndarray]
+        self,
+        rows: np.ndarray,
+        user_id: str,
+        state,
+        signals: dict[str, np.ndarray],
+        weights: dict[str, float],
     ) -> list[str]:
         """One short reason per row: the signal that contributed most to its score."""
-        weights = self._weights()
         names = list(signals)
         contributions = np.stack([weights[name] * signals[name][rows] for name in names])
         best = [names[j] for j in contributions.argmax(axis=0)]

@@ -121,7 +121,7 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _save(path: Path, doc: dict[str, Any]) -> None:
-    from recstream.evaluate import _clean
+    from recstream.evaluate_cli import _clean
 
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_clean(doc), indent=2) + "\n")
@@ -160,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_grid(args: argparse.Namespace, path: Path, doc: dict[str, Any]) -> None:
     from recstream.datasets import load_dataset
-    from recstream.evaluate import _encode, evaluate
+    from recstream.evaluate import evaluate
+    from recstream.evaluate_cli import _encode
     from recstream.recommender import RecommenderConfig
     from recstream.sharded import ShardedRecommender
 

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from recstream.evaluate import evaluate, gini, rolling_hit_rate
+from recstream.evaluate import evaluate, gini
+from recstream.evaluate_report import rolling_hit_rate
 from recstream.events import Event, Item, ScoredItem
 
 

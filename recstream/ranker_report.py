@@ -1,0 +1,108 @@
+"""``recstream evaluate`` options for the hybrid's ranker: which one, and its weights' trace.
+
+``--ranker fixed|learned`` overrides ``RecommenderConfig.ranker`` for the evaluated hybrid
+(``--shards`` included); ``--ranker-weights-plot OUT.png`` plots the learned ranker's weights
+along the stream. The JSON result of a learned hybrid gets ``"ranker"``: its final weights, its
+prior, and the trace (:meth:`recstream.ranker.OnlineRanker.trace_dict`). With ``--shards`` every
+shard learns its own ranker: the plot shows shard 0's, the JSON has every shard's final weights.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> add_arguments(parser)
+>>> args = parser.parse_args(["--ranker", "learned"])
+>>> hybrid_config(args).ranker, hybrid_config(parser.parse_args([])) is None
+('learned', True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from recstream.recommender import RANKERS, RecommenderConfig
+
+__all__ = ["add_arguments", "build_hybrid", "hybrid_config", "plot_weights", "report"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ranker",
+        choices=RANKERS,
+        help="the hybrid's ranking: fixed weights, or the ranker learned online from the stream "
+        f"(default: RecommenderConfig's, {RecommenderConfig.ranker})",
+    )
+    parser.add_argument(
+        "--ranker-weights-plot",
+        metavar="OUT.png",
+        help="plot the learned ranker's weights along the stream to OUT.png",
+    )
+
+
+def hybrid_config(args: argparse.Namespace) -> RecommenderConfig | None:
+    """The hybrid's configuration the options ask for; None: the defaults."""
+    ranker = getattr(args, "ranker", None)
+    return None if ranker is None else dataclasses.replace(RecommenderConfig(), ranker=ranker)
+
+
+def build_hybrid(args: argparse.Namespace):
+    """The evaluated hybrid with :func:`hybrid_config` (a group of shards with ``--shards``)."""
+    config = hybrid_config(args)
+    if getattr(args, "shards", None) is not None:
+        from recstream.sharded import ShardedRecommender
+
+        return ShardedRecommender(args.shards, args.sync_interval, config=config, seed=args.seed)
+    from recstream.recommender import Recommender
+
+    return Recommender(config, seed=args.seed)
+
+
+def _rankers(model) -> list:
+    shards = getattr(model, "shards", None) or [model]
+    return [r for r in (getattr(s, "ranker", None) for s in shards) if r is not None]
+
+
+def report(model, result: dict[str, Any], args: argparse.Namespace) -> None:
+    """Add the learned ranker's weights to ``result``; plot them if asked."""
+    rankers = _rankers(model)
+    out = getattr(args, "ranker_weights_plot", None)
+    if not rankers:
+        if out:
+            raise ValueError("--ranker-weights-plot: the evaluated model has no learned ranker")
+        return
+    first = rankers[0]
+    trace = first.trace_dict(clock=result.get("events"))  # ends at the stream's end
+    result["ranker"] = {
+        "weights": first.weights if len(rankers) == 1 else [r.weights for r in rankers],
+        "steps": first.n_steps if len(rankers) == 1 else [r.n_steps for r in rankers],
+        "trace": trace,
+    }
+    if out:
+        title = f"{result.get('data', '')}: learned ranker weights along the stream"
+        title += " (shard 0)" if len(rankers) > 1 else ""
+        plot_weights(trace, out, title=title)
+
+
+def plot_weights(trace: dict[str, Any], out: str | Path, *, title: str = "") -> None:
+    """Each feature's weight against the event index, the prior dotted at the start."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
+    x = [0, *trace["clock"]]
+    for j, name in enumerate(trace["features"]):
+        y = [trace["prior"][j], *(w[j] for w in trace["weights"])]
+        (line,) = ax.plot(x, y, label=f"{name} ({y[-1]:+.2f})", linewidth=1.2)
+        ax.axhline(trace["prior"][j], color=line.get_color(), linestyle=":", linewidth=0.6)
+    ax.set_xlabel("event index in the stream")
+    ax.set_ylabel("weight (features scaled to [0, 1] per list)")
+    ax.set_title(title or "Learned ranker weights along the stream")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
