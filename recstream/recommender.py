@@ -35,14 +35,10 @@ and the fresh-item prior.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 import pickle
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,101 +46,22 @@ import numpy as np
 from recstream.covisit import CoVisitation
 from recstream.deltas import FORMAT as DELTA_FORMAT
 from recstream.events import Event, Item, ScoredItem
-from recstream.features import DEFAULT_FEATURES, FeatureCache, feature_matrix
+from recstream.features import FeatureCache, feature_matrix
 from recstream.features import minmax_scale as _minmax
 from recstream.features import unit_scale as _unit
 from recstream.index import ItemIndex, grow, top_k
 from recstream.mf import ImplicitMF
 from recstream.popularity import Popularity
 from recstream.ranker import OnlineRanker
-from recstream.state import DEFAULT_EVENT_WEIGHTS, EXCLUDE_MODES, UserStore
+from recstream.reasons import explain
+from recstream.recommender_config import RANKERS, RecommenderConfig
+from recstream.state import EXCLUDE_MODES, UserStore
 
-__all__ = ["Recommender", "RecommenderConfig"]
+__all__ = ["RANKERS", "Recommender", "RecommenderConfig"]
 
-_SIGNAL_REASONS = {
-    "covisit": "often bought together",
-    "mf": "matches your taste",
-    "content": "similar to what you like",
-    "popularity": "popular now",
-    "fresh": "new and trending",
-}
-_PAST = {"purchase": "purchased", "click": "clicked", "view": "viewed"}
 
 _FORMAT_VERSION = 1
 USER_FORMAT = 1  # of export_user's dicts
-RANKERS = ("fixed", "learned")
-
-
-@dataclass(frozen=True)
-class RecommenderConfig:
-    """Weights and hyper-parameters of the hybrid.
-
-    The weights were chosen on ml-latest-small (docs/evaluation/README.md records the search);
-    nothing in them is specific to that data: decays count events, scales are per-request.
-    """
-
-    # --- signal weights: each signal is scaled to [0, 1] over the candidates, then weighted ---
-    w_covisit: float = 1.0  # co-visited with the user's recent items: the strongest signal
-    w_mf: float = 0.3  # long-term taste from the implicit MF
-    w_content: float = 2.0  # BERT similarity to the user's recent profile: reaches cold items
-    w_popularity: float = 0.4  # what is popular right now (log-scaled decayed counts)
-    w_fresh: float = 0.6  # items whose first event is recent: new items attract purchases
-    # --- event types --------------------------------------------------------------------------
-    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    # --- co-visitation ------------------------------------------------------------------------
-    covisit_window: int = 20  # pairs are counted within the user's last N events
-    covisit_recency: float = 0.9  # weight per step back in the user's history when scoring
-    covisit_neighbors: int = 0  # >0: each recent item contributes only its N nearest items
-    # >0: store at most 2N neighbours per item (a row that grows past 2N keeps its N largest
-    # counts): bounds a long-running worker's memory at ~items x 2N pairs. 1000 leaves
-    # ml-latest-small's hr@10 exactly as unbounded (0.1422; 1% of the pairs pruned), so the
-    # default changes no result; 200 prunes 41% of the pairs for -0.8% hr@10 (first half:
-    # -0.08%): the setting for a large catalogue (BENCHMARKS.md, "Soak"). 0: unbounded
-    covisit_max_stored: int = 1000
-    # --- MF -----------------------------------------------------------------------------------
-    mf_factors: int = 32
-    mf_lr: float = 0.02
-    mf_l2: float = 0.01
-    mf_negatives: int = 2  # per positive (4 scores the same in the hybrid, and costs more)
-    mf_optimizer: str = "sgd"  # "sgd" | "adam" | "adagrad" (River's)
-    # --- content and popularity ---------------------------------------------------------------
-    profile_decay: float = 0.5  # per event: the profile is the user's current interest
-    popularity_half_life: float = 2000.0  # in events: "popular now" = the last few thousand
-    fresh_half_life: float = 2000.0  # in events since the item's first event
-    recent_size: int = 50  # events kept per user
-    # each user's seen / purchased items used for exclusion: the most recent N (0: all). Above
-    # any ml-latest-small user (2,698 events), a bound only for crawlers; exclusion then covers
-    # just those N items
-    user_max_seen: int = 10_000
-    user_max_purchased: int = 10_000
-    content_dim: int = 128  # score content in a PCA projection this wide (0: full vectors)
-    # --- ranking (recstream/ranker.py; settings chosen on the first half of ml-latest-small) ---
-    # "fixed": score = the w_* weighted sum of the signals. "learned": a linear ranker over
-    # ranker_features that starts at the w_* weights (extra features at 0) and learns online,
-    # test-then-learn, from each event of ranker_types: the event's item against the user's
-    # candidates, each step weighted by event_weights and by 1 + ranker_cold_boost for an item
-    # with fewer than ranker_cold_events events (the protocol's cold items: without it the
-    # likelihood favours popular items and the ranker gives up cold hits for warm ones).
-    # Purchases only by default: learning clicks too scores as well on the first half but
-    # costs a feature pass per click (the step on a purchase reuses the list just ranked)
-    ranker: str = "fixed"
-    ranker_features: tuple[str, ...] = DEFAULT_FEATURES
-    ranker_loss: str = "softmax"  # "softmax" | "bpr"
-    ranker_lr: float = 0.03
-    ranker_l2: float = 0.0  # pull towards the starting weights
-    ranker_optimizer: str = "sgd"  # "sgd" | "adam" | "adagrad" (River's)
-    ranker_types: tuple[str, ...] = ("purchase",)
-    ranker_cold_boost: float = 3.0
-    ranker_cold_events: int = 5
-    ranker_shown: int = 10  # "bpr": negatives from the list it would have shown ...
-    ranker_sampled: int = 10  # ... and drawn uniformly from the candidates
-
-    def digest(self) -> str:
-        fields = dataclasses.asdict(self)
-        if self.ranker == "fixed":  # unused settings: a fixed model's version stays as it was
-            fields = {k: v for k, v in fields.items() if not k.startswith("ranker")}
-        raw = json.dumps(fields, sort_keys=True).encode()
-        return hashlib.blake2b(raw, digest_size=4).hexdigest()
 
 
 class Recommender:
@@ -590,50 +507,7 @@ class Recommender:
         signals: dict[str, np.ndarray],
         weights: dict[str, float],
     ) -> list[str]:
-        """One short reason per row: the signal that contributed most to its score."""
-        names = list(signals)
-        contributions = np.stack([weights[name] * signals[name][rows] for name in names])
-        best = [names[j] for j in contributions.argmax(axis=0)]
-        content_anchor = self._content_anchors(rows, best, state)
-        covisit_history = [r for r, _ in reversed(self.covisit._history.get(user_id, ()))]
-        reasons = []
-        for row, name in zip(rows, best, strict=True):
-            reason = _SIGNAL_REASONS[name]
-            if name == "covisit" and state is not None:
-                anchor = self.covisit.explain(int(row), covisit_history)
-                if anchor is not None:
-                    bought = self.index.rows[anchor] in state.purchased
-                    reason = f"{'bought' if bought else 'viewed'} together with {anchor}"
-            elif name == "content" and int(row) in content_anchor:
-                item_id, type_ = content_anchor[int(row)]
-                reason = f"similar to {item_id} you {_PAST[type_]}"
-            reasons.append(reason)
-        return reasons
-
-    def _content_anchors(self, rows, best, state) -> dict[int, tuple[str, str]]:
-        """For rows recommended for content: the most similar of the user's recent items."""
-        targets = [int(r) for r, name in zip(rows, best, strict=True) if name == "content"]
-        if not targets or state is None:
-            return {}
-        has = self.index.has_vector
-        # the profile decays fast, so the anchor is looked for among the latest items only
-        recent = [(r, t) for r, t, _ in list(state.recent)[-10:] if has[r]]
-        if not recent:
-            return {}
-        vectors = self.index.vectors
-        recent_rows = np.array([r for r, _ in recent])
-        sims = vectors[recent_rows] @ vectors[targets].T  # (n_recent, n_targets)
-        # an item the user viewed can come back (only purchases are excluded): explain it by
-        # another item, never "similar to X" for X itself
-        sims[recent_rows[:, None] == np.array(targets)[None, :]] = -np.inf
-        best = sims.argmax(axis=0)
-        found = np.isfinite(sims[best, np.arange(len(targets))])
-        ids = self.index.ids
-        return {
-            target: (ids[recent[i][0]], recent[i][1])
-            for target, i, ok in zip(targets, best.tolist(), found.tolist(), strict=True)
-            if ok
-        }
+        return explain(self, rows, user_id, state, signals, weights)
 
     # -- introspection -----------------------------------------------------------------------
     def user_profile(self, user_id: str) -> np.ndarray | None:

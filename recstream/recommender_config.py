@@ -1,0 +1,92 @@
+"""The hybrid's settings (:class:`RecommenderConfig`): weights, windows, decays, the ranker.
+
+One commented dataclass, apart from :mod:`recstream.recommender` so the settings read on their
+own; ``recstream.recommender`` re-exports it (the public import path, and the one pickled
+checkpoints of earlier versions name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from recstream.features import DEFAULT_FEATURES
+from recstream.state import DEFAULT_EVENT_WEIGHTS
+
+__all__ = ["RANKERS", "RecommenderConfig"]
+
+RANKERS = ("fixed", "learned")
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """Weights and hyper-parameters of the hybrid.
+
+    The weights were chosen on ml-latest-small (docs/evaluation/README.md records the search);
+    nothing in them is specific to that data: decays count events, scales are per-request.
+    """
+
+    # --- signal weights: each signal is scaled to [0, 1] over the candidates, then weighted ---
+    w_covisit: float = 1.0  # co-visited with the user's recent items: the strongest signal
+    w_mf: float = 0.3  # long-term taste from the implicit MF
+    w_content: float = 2.0  # BERT similarity to the user's recent profile: reaches cold items
+    w_popularity: float = 0.4  # what is popular right now (log-scaled decayed counts)
+    w_fresh: float = 0.6  # items whose first event is recent: new items attract purchases
+    # --- event types --------------------------------------------------------------------------
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    # --- co-visitation ------------------------------------------------------------------------
+    covisit_window: int = 20  # pairs are counted within the user's last N events
+    covisit_recency: float = 0.9  # weight per step back in the user's history when scoring
+    covisit_neighbors: int = 0  # >0: each recent item contributes only its N nearest items
+    # >0: store at most 2N neighbours per item (a row that grows past 2N keeps its N largest
+    # counts): bounds a long-running worker's memory at ~items x 2N pairs. 1000 leaves
+    # ml-latest-small's hr@10 exactly as unbounded (0.1422; 1% of the pairs pruned), so the
+    # default changes no result; 200 prunes 41% of the pairs for -0.8% hr@10 (first half:
+    # -0.08%): the setting for a large catalogue (BENCHMARKS.md, "Soak"). 0: unbounded
+    covisit_max_stored: int = 1000
+    # --- MF -----------------------------------------------------------------------------------
+    mf_factors: int = 32
+    mf_lr: float = 0.02
+    mf_l2: float = 0.01
+    mf_negatives: int = 2  # per positive (4 scores the same in the hybrid, and costs more)
+    mf_optimizer: str = "sgd"  # "sgd" | "adam" | "adagrad" (River's)
+    # --- content and popularity ---------------------------------------------------------------
+    profile_decay: float = 0.5  # per event: the profile is the user's current interest
+    popularity_half_life: float = 2000.0  # in events: "popular now" = the last few thousand
+    fresh_half_life: float = 2000.0  # in events since the item's first event
+    recent_size: int = 50  # events kept per user
+    # each user's seen / purchased items used for exclusion: the most recent N (0: all). Above
+    # any ml-latest-small user (2,698 events), a bound only for crawlers; exclusion then covers
+    # just those N items
+    user_max_seen: int = 10_000
+    user_max_purchased: int = 10_000
+    content_dim: int = 128  # score content in a PCA projection this wide (0: full vectors)
+    # --- ranking (recstream/ranker.py; settings chosen on the first half of ml-latest-small) ---
+    # "fixed": score = the w_* weighted sum of the signals. "learned": a linear ranker over
+    # ranker_features that starts at the w_* weights (extra features at 0) and learns online,
+    # test-then-learn, from each event of ranker_types: the event's item against the user's
+    # candidates, each step weighted by event_weights and by 1 + ranker_cold_boost for an item
+    # with fewer than ranker_cold_events events (the protocol's cold items: without it the
+    # likelihood favours popular items and the ranker gives up cold hits for warm ones).
+    # Purchases only by default: learning clicks too scores as well on the first half but
+    # costs a feature pass per click (the step on a purchase reuses the list just ranked)
+    ranker: str = "fixed"
+    ranker_features: tuple[str, ...] = DEFAULT_FEATURES
+    ranker_loss: str = "softmax"  # "softmax" | "bpr"
+    ranker_lr: float = 0.03
+    ranker_l2: float = 0.0  # pull towards the starting weights
+    ranker_optimizer: str = "sgd"  # "sgd" | "adam" | "adagrad" (River's)
+    ranker_types: tuple[str, ...] = ("purchase",)
+    ranker_cold_boost: float = 3.0
+    ranker_cold_events: int = 5
+    ranker_shown: int = 10  # "bpr": negatives from the list it would have shown ...
+    ranker_sampled: int = 10  # ... and drawn uniformly from the candidates
+
+    def digest(self) -> str:
+        fields = dataclasses.asdict(self)
+        if self.ranker == "fixed":  # unused settings: a fixed model's version stays as it was
+            fields = {k: v for k, v in fields.items() if not k.startswith("ranker")}
+        raw = json.dumps(fields, sort_keys=True).encode()
+        return hashlib.blake2b(raw, digest_size=4).hexdigest()
