@@ -28,6 +28,7 @@ KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 _BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True)
 _BOOLS |= dict.fromkeys(("0", "false", "no", "off"), False)
 STATE_STORES = ("local", "kafka")
+RANKERS = ("fixed", "learned")  # recstream.recommender_config.RANKERS, without importing it
 
 
 def read_secret(value: str, path: str, variable: str, *, strip: bool = False) -> str:
@@ -109,6 +110,11 @@ class Settings:
     k: int = 10  # RECSTREAM_K: recommendations per user
     exclude: str = "purchased"  # RECSTREAM_EXCLUDE: "purchased" or "seen"
     seed: int = 42  # RECSTREAM_SEED
+    # RECSTREAM_RANKER: "fixed" = the hybrid's hand-set weights; "learned" = a ranker learned
+    # online from the purchases (recstream/ranker.py, docs/evaluation/ranker.md); with several
+    # workers its steps travel with the item deltas. A model restored from a checkpoint keeps
+    # the ranker it was saved with
+    ranker: str = "fixed"
     # --- Encoder ---------------------------------------------------------------------------
     encoder_model: str = ""  # RECSTREAM_ENCODER_MODEL: a local HF BERT folder; "" = bundled MiniLM
     encoder_device: str = "auto"  # RECSTREAM_ENCODER_DEVICE: "auto", "cpu", "cuda", "cuda:1"
@@ -174,6 +180,8 @@ class Settings:
         self._check_state_store()
 
     def _check_state_store(self) -> None:
+        if self.ranker not in RANKERS:
+            raise ValueError(f"RECSTREAM_RANKER: expected one of {', '.join(RANKERS)}")
         if self.state_store not in STATE_STORES:
             raise ValueError(
                 f"RECSTREAM_STATE_STORE: expected one of {', '.join(STATE_STORES)}, "

@@ -26,6 +26,9 @@ The bundle is ``{"format": 1, "n_events": ..., "covisit": ..., "popularity": ...
 * ``mf`` — per item the sum of the SGD steps the worker applied to the item factors and bias
   since its last export (current value minus the value at the last export), and the count and
   sum of the targets that feed the global mean. Sums; a receiver adds them to its own copy.
+* ``ranker`` (optional; absent or None without a learned ranker) — ``{"features": [...],
+  "dw": array}``: the sum of the steps the worker's ranker took since its last export. Sums, like
+  the MF steps; parts for different feature lists cannot combine (a ValueError).
 * ``n_events`` — events learned since the last export. The popularity clocks count events:
   a worker's clock is the events it learned plus the events of every delta it merged, i.e. the
   group's event count as of the last exchange plus its own since (see docs/evaluation/sharding.md).
@@ -218,6 +221,20 @@ def empty_delta() -> Delta:
     }
 
 
+def combine_ranker(parts: Sequence[Delta | None], signs: Sequence[float]) -> Delta | None:
+    """The signed sum of ranker weight steps; None when no part has any."""
+    present = [(p, s) for p, s in zip(parts, signs, strict=True) if p is not None]
+    if not present:
+        return None
+    features = list(present[0][0]["features"])
+    dw = np.zeros(len(features))
+    for part, sign in present:
+        if list(part["features"]) != features:
+            raise ValueError(f"ranker deltas for {part['features']} and {features}")
+        dw = dw + sign * np.asarray(part["dw"], dtype=np.float64)
+    return {"features": features, "dw": dw}
+
+
 def _check(deltas: Sequence[Delta]) -> None:
     for d in deltas:
         if d.get("format") != FORMAT:
@@ -241,6 +258,7 @@ def combine(deltas: Sequence[Delta]) -> Delta:
         "popularity": combine_decayed([d["popularity"] for d in deltas], ones),
         "fresh": combine_decayed([d["fresh"] for d in deltas], ones, op="min"),
         "mf": combine_mf([d["mf"] for d in deltas], ones),
+        "ranker": combine_ranker([d.get("ranker") for d in deltas], ones),
     }
 
 
@@ -270,6 +288,7 @@ def subtract(total: Delta, part: Delta) -> Delta:
         "popularity": combine_decayed([total["popularity"], part["popularity"]], signs),
         "fresh": fresh,
         "mf": combine_mf([total["mf"], part["mf"]], signs),
+        "ranker": combine_ranker([total.get("ranker"), part.get("ranker")], signs),
     }
 
 
@@ -291,4 +310,5 @@ def is_empty(delta: Delta) -> bool:
         not delta["n_events"]
         and not any(delta[c]["items"] for c in ("covisit", "popularity", "fresh", "mf"))
         and not delta["mf"]["mean_n"]
+        and (delta.get("ranker") is None or not np.any(delta["ranker"]["dw"]))
     )

@@ -327,6 +327,8 @@ class Recommender:
         if self._delta_clock is None:
             for model in (self.covisit, self.popularity, self.fresh, self.mf):
                 model.track_deltas()
+            if self.ranker is not None:
+                self.ranker.track_deltas()
             self._delta_clock = self.n_events
 
     def item_delta(self) -> dict:
@@ -361,6 +363,8 @@ class Recommender:
             "popularity": self.popularity.export_delta(),
             "fresh": self.fresh.export_delta(),
             "mf": self.mf.export_delta(),
+            # the learned ranker's weight steps (it learns from every user's purchases alike)
+            "ranker": self.ranker.export_delta() if self.ranker is not None else None,
         }
 
     def apply_item_delta(self, delta: dict) -> None:
@@ -386,6 +390,8 @@ class Recommender:
         self.covisit.merge_delta(delta["covisit"])
         self.popularity.merge_delta(delta["popularity"])
         self.mf.merge_delta(delta["mf"])
+        if self.ranker is not None and delta.get("ranker") is not None:
+            self.ranker.merge_delta(delta["ranker"])
         rows = self.fresh.merge_delta(delta["fresh"], combine="min")  # the earliest mark wins
         if len(rows):
             self._fresh_marked = grow(self._fresh_marked, len(self.index), fill=False)

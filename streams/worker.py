@@ -50,6 +50,18 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _new_recommender(settings: Settings):
+    """An empty model with the settings' ranker."""
+    from recstream.recommender import Recommender, RecommenderConfig
+
+    return Recommender(
+        RecommenderConfig(ranker=settings.ranker),
+        seed=settings.seed,
+        exclude=settings.exclude,
+        allow_unknown_items=settings.allow_unknown_items,
+    )
+
+
 def restore_processor(settings: Settings, topic_ids: dict[str, str], checkpoints: Path):
     """The processor of the newest usable checkpoint in ``checkpoints``, or a fresh one (and
     why, for the log)."""
@@ -69,11 +81,7 @@ def restore_processor(settings: Settings, topic_ids: dict[str, str], checkpoints
         # Several workers: no checkpoint of our own. Users come with their partitions from
         # <prefix>.user-state, the item side from <prefix>.item-deltas and item-vectors
         # (streams/partition_state.py, streams/catalogue_sync.py).
-        recommender = Recommender(
-            seed=settings.seed,
-            exclude=settings.exclude,
-            allow_unknown_items=settings.allow_unknown_items,
-        )
+        recommender = _new_recommender(settings)
         recommender.track_item_deltas()
         log.info("state store: kafka (users per partition in %s)", settings.topic("user-state"))
         return None, StreamProcessor(recommender, **kwargs)
@@ -104,11 +112,7 @@ def restore_processor(settings: Settings, topic_ids: dict[str, str], checkpoints
         # A setting, not state: today's value applies to a model saved under another one.
         proc.recommender.allow_unknown_items = settings.allow_unknown_items
         return store, proc
-    recommender = Recommender(
-        seed=settings.seed,
-        exclude=settings.exclude,
-        allow_unknown_items=settings.allow_unknown_items,
-    )
+    recommender = _new_recommender(settings)
     log.info("no checkpoint in %s: starting from an empty model", store.root)
     return store, StreamProcessor(recommender, **kwargs)
 

@@ -254,3 +254,45 @@ def test_the_evaluation_report_carries_the_weights_and_plots_them(shop, tmp_path
     assert (tmp_path / "w.png").stat().st_size > 0
     with pytest.raises(ValueError, match="no learned ranker"):
         ranker_report.report(fresh_model(shop), {}, args)
+
+
+# --- several workers: the ranker's steps travel with the item deltas ---------------------------
+
+
+def test_ranker_steps_travel_in_item_deltas_through_the_wire_format(shop):
+    from recstream.deltas import combine, is_empty, subtract
+    from recstream.user_partitions import decode_value, encode_value
+
+    _, events, _ = shop
+    # Two workers, each learning the events of half the users; each merges the other's deltas
+    # (through the encoding the item-deltas topic uses), every 100 events.
+    workers = [fresh_model(shop, LEARNED), fresh_model(shop, LEARNED)]
+    for w in workers:
+        w.track_item_deltas()
+    for start in range(0, len(events), 100):
+        for e in events[start : start + 100]:
+            workers[int(e.user_id[1:]) % 2].learn(e)
+        deltas = [decode_value(encode_value(w.item_delta())) for w in workers]
+        for w, other in ((workers[0], deltas[1]), (workers[1], deltas[0])):
+            w.apply_item_delta(other)
+    a, b = workers
+    assert a.ranker.n_steps > 10 and b.ranker.n_steps > 10
+    # Both hold the prior plus every step of both: the same weights, up to float rounding.
+    assert np.allclose(a.ranker.w, b.ranker.w, atol=1e-12)
+    assert not np.allclose(a.ranker.w, a.ranker.prior)
+    # combine / subtract carry the ranker part like the MF steps; a merged step is not re-sent.
+    da = {**a.item_delta(), "n_events": 0}
+    assert is_empty(da)
+    one = {"features": list(a.ranker.features), "dw": np.ones(len(a.ranker.features))}
+    part = {**da, "ranker": one}
+    total = combine([part, part])
+    assert total["ranker"]["dw"].tolist() == [2.0] * len(a.ranker.features)
+    assert subtract(total, part)["ranker"]["dw"].tolist() == [1.0] * len(a.ranker.features)
+    assert not is_empty(part)
+    # A delta from a worker without a learned ranker (or from before rankers) changes no weight.
+    before = a.ranker.w.copy()
+    old = {k: v for k, v in da.items() if k != "ranker"}
+    a.apply_item_delta(old)
+    assert np.array_equal(a.ranker.w, before)
+    with pytest.raises(ValueError):
+        a.ranker.merge_delta({"features": ["other"], "dw": [1.0]})
