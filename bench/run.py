@@ -55,6 +55,16 @@ BENCHMARKS: dict[str, Bench] = {
         params={"sizes": [10_000, 100_000, 1_000_000], "repeat": 30},
         quick={"sizes": [10_000, 100_000], "repeat": 5},
     ),
+    # issue 12, step 1: candidate sources + scoring only the candidates vs the exact full pass.
+    # Standalone (not yet Recommender.recommend): no top-level keys until it is wired in.
+    # ~16 min at 1M on the 2 shared cores: two HNSW builds (content 384-d, MF 33-d).
+    "candidates": Bench(
+        "bench.candidates",
+        (),
+        params={"sizes": [10_000, 100_000], "n_users": 60},  # 1M: docs/retrieval.md, run directly
+        quick={"sizes": [10_000], "n_users": 20},
+        timeout_s=1800.0,
+    ),
     "memory": Bench(
         "bench.memory",
         ("rss_mb_per_100k_users", "rss_mb_per_100k_items"),

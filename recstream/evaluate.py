@@ -18,6 +18,11 @@ Beyond accuracy (over all evaluated lists):
 * ``diversity`` — mean pairwise cosine distance of the item (content) vectors within a list;
 * ``gini`` — Gini coefficient of how often each catalogue item was recommended (0 = equal
   exposure, 1 = one item takes all);
+* ``long_tail_exposure`` — the share of list slots given to long-tail items (outside the short
+  head holding 20 % of the interactions so far), next to ``long_tail_interactions``, the tail's
+  share of the interactions (:class:`recstream.exposure.LongTail`);
+* ``miscalibration`` — mean KL divergence of a list's category distribution from the user's
+  history's (0 = calibrated; :class:`recstream.exposure.Calibration`);
 * ``events_per_s`` — events through the test+learn loop per second (encoding apart, reported as
   ``encode_items_per_s``).
 
@@ -27,6 +32,7 @@ event in order, so only the reporting is split.
 
 >>> from recstream.popularity import Popularity
 >>> from recstream.events import Event, Item
+from recstream.exposure import Calibration, LongTail
 >>> items = [Item("a"), Item("b"), Item("c")]
 >>> stream = [("u1", "a"), ("u2", "a"), ("u2", "b"), ("u3", "c"), ("u3", "b")]
 >>> events = [Event(str(n), u, i, "purchase", float(n)) for n, (u, i) in enumerate(stream)]
@@ -46,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from recstream.events import Event, Item
+from recstream.exposure import Calibration, LongTail
 
 __all__ = ["MODELS", "build_model", "evaluate", "holdout_split"]
 
@@ -151,10 +158,28 @@ class _Tally:
         self.novelty_sum = 0.0
         self.novelty_n = 0
         self.lists: list[list[str]] = []
+        # recstream/exposure.py: list slots and interactions on long-tail items, miscalibration
+        self.slots = self.tail_slots = self.interactions = self.tail_interactions = 0
+        self.miscalibration_sum = 0.0
+        self.calibrated = 0
 
-    def add(self, ids: list[str], gain: float | None, cold: bool, bits: list[float]) -> None:
+    def add(
+        self,
+        ids: list[str],
+        gain: float | None,
+        cold: bool,
+        bits: list[float],
+        tail_slots: int = 0,
+        miscalibration: float | None = None,
+    ) -> None:
         """One evaluated list: ``gain`` its NDCG term (None: a miss), ``bits`` each item's
-        self-information, in list order (summed in that order, so the floats never change)."""
+        self-information, in list order (summed in that order, so the floats never change);
+        ``tail_slots`` its long-tail items, ``miscalibration`` its KL to the user's history."""
+        self.slots += len(ids)
+        self.tail_slots += tail_slots
+        if miscalibration is not None:
+            self.miscalibration_sum += miscalibration
+            self.calibrated += 1
         self.evaluated += 1
         self.cold_evaluated += cold
         if gain is not None:
@@ -187,6 +212,14 @@ class _Tally:
             "novelty": self.novelty_sum / self.novelty_n if self.novelty_n else 0.0,
             "diversity": _diversity(self.lists, vectors),
             "gini": gini(counts),
+            # the long tail's share of list slots, against its share of the interactions
+            "long_tail_exposure": self.tail_slots / self.slots if self.slots else 0.0,
+            "long_tail_interactions": (
+                self.tail_interactions / self.interactions if self.interactions else 0.0
+            ),
+            "miscalibration": (
+                self.miscalibration_sum / self.calibrated if self.calibrated else float("nan")
+            ),
             "events": events,
             "events_per_s": events / elapsed if elapsed > 0 else float("inf"),
             "k": k,
@@ -257,6 +290,8 @@ def evaluate(
     whole = parts[0] if split_at is None else _Tally()
     part_elapsed: list[float] = []
     part_catalogues: list[list[str]] = []
+    tail = LongTail()
+    calibration = Calibration({item.item_id: item.categories for item in items})
 
     limits = _single_threaded_blas()
     bar = None
@@ -288,11 +323,19 @@ def evaluate(
                     gain = discounts[ids.index(event.item_id)] if hit else None
                     n_users = len(seen)
                     bits = [-math.log2((item_users.get(i, 0) + 1) / (n_users + 1)) for i in ids]
+                    tail_slots = sum(tail.is_tail(i) for i in ids)
+                    miscal = calibration.miscalibration(event.user_id, ids)
                     for tally in tallies:
-                        tally.add(ids, gain, cold, bits)
+                        tally.add(ids, gain, cold, bits, tail_slots, miscal)
                     if on_result is not None:
                         on_result(n, hit, cold)
+                in_tail = tail.is_tail(event.item_id)  # as it was when the event arrived
+                for tally in tallies:
+                    tally.interactions += 1
+                    tally.tail_interactions += in_tail
                 model.learn(event)
+                tail.learn(event.item_id)
+                calibration.learn(event.user_id, event.item_id)
                 if user_seen is None:
                     user_seen = seen[event.user_id] = set()
                 if event.item_id not in user_seen:

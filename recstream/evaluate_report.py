@@ -41,6 +41,7 @@ def results_table(results: dict[str, dict[str, Any]], k: int = 10) -> str:
     whole-stream row, named ``"<model> (<part>)"``.
     """
     cols = [f"hr@{k}", f"ndcg@{k}", f"cold_hr@{k}", "coverage", "novelty", "diversity", "gini"]
+    cols += ["long_tail_exposure", "long_tail_interactions", "miscalibration"]
     lines = [
         "| model | " + " | ".join(cols) + " | events/s |",
         "|---|" + "---|" * (len(cols) + 1),
