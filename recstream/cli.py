@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("recstream.evaluate_cli", "prequential evaluation on a dataset folder"),
     "encode": ("recstream.encoder", "encode a catalogue with the BERT item encoder"),
     "synth-dataset": ("recstream.datasets", "write the seeded synthetic shop as a dataset folder"),
+    "diversity-sweep": (
+        "recstream.diversity_sweep",
+        "the diversity knob's accuracy-diversity trade-off on the first half of a dataset",
+    ),
 }
 
 

@@ -102,9 +102,9 @@ def _build(name: str, args: argparse.Namespace):
 
     Only ``--model`` is sharded: a ``--compare`` baseline is the single model it always is.
     """
-    if name == "hybrid" and getattr(args, "ranker", None):  # --ranker: recstream/ranker_report.py
-        from recstream import ranker_report
+    from recstream import ranker_report  # --ranker, --diversity
 
+    if name == "hybrid" and ranker_report.hybrid_config(args) is not None:
         return ranker_report.build_hybrid(args)
     if getattr(args, "shards", None) is None or name != args.model:
         return build_model(name, seed=args.seed)

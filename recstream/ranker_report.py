@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: RecommenderConfig's, {RecommenderConfig.ranker})",
     )
     parser.add_argument(
+        "--diversity",
+        type=float,
+        metavar="D",
+        help="the hybrid's diversity knob in [0, 1]: an MMR re-rank of its best candidates on "
+        "the item vectors (default 0: lists as scored)",
+    )
+    parser.add_argument(
         "--ranker-weights-plot",
         metavar="OUT.png",
         help="plot the learned ranker's weights along the stream to OUT.png",
@@ -41,9 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def hybrid_config(args: argparse.Namespace) -> RecommenderConfig | None:
-    """The hybrid's configuration the options ask for; None: the defaults."""
-    ranker = getattr(args, "ranker", None)
-    return None if ranker is None else dataclasses.replace(RecommenderConfig(), ranker=ranker)
+    """The hybrid's configuration the options ask for (--ranker, --diversity); None: the
+    defaults."""
+    changes: dict[str, Any] = {}
+    if getattr(args, "ranker", None) is not None:
+        changes["ranker"] = args.ranker
+    if getattr(args, "diversity", None) is not None:
+        changes["diversity"] = args.diversity
+    return dataclasses.replace(RecommenderConfig(), **changes) if changes else None
 
 
 def build_hybrid(args: argparse.Namespace):

@@ -45,6 +45,7 @@ import numpy as np
 
 from recstream.covisit import CoVisitation
 from recstream.deltas import FORMAT as DELTA_FORMAT
+from recstream.diversify import mmr
 from recstream.events import Event, Item, ScoredItem
 from recstream.features import FeatureCache, feature_matrix
 from recstream.features import minmax_scale as _minmax
@@ -458,7 +459,12 @@ class Recommender:
             weights = {name: self.ranker.weights.get(name, 0.0) for name in signals}
             if self._feature_cache is not None:  # the step on this user's next event reuses X
                 self._feature_cache.put((user_id, self.n_events, mode), (X, valid))
-        rows = top_k(total, k, valid=valid)
+        diversity = getattr(self.config, "diversity", 0.0)  # pickles from before the knob
+        if diversity and self.index.n_vectors:
+            pool = top_k(total, max(k, self.config.diversity_pool), valid=valid)
+            rows = mmr(pool, total[pool], self.index.vectors, self.index.has_vector, k, diversity)
+        else:
+            rows = top_k(total, k, valid=valid)
         reasons = self._reasons(rows, user_id, state, signals, weights)
         ids = self.index.ids
         return [

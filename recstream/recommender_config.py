@@ -83,10 +83,22 @@ class RecommenderConfig:
     ranker_cold_events: int = 5
     ranker_shown: int = 10  # "bpr": negatives from the list it would have shown ...
     ranker_sampled: int = 10  # ... and drawn uniformly from the candidates
+    # --- diversity (recstream/diversify.py) -------------------------------------------------
+    # 0 = lists exactly as scored; > 0: an MMR re-rank of the best diversity_pool candidates on
+    # the item vectors, trading relevance for lists of less similar items (up to 1). The
+    # accuracy-diversity trade-off on the first half of ml-latest-small: docs/evaluation/README.md
+    diversity: float = 0.0
+    diversity_pool: int = 50
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
 
     def digest(self) -> str:
         fields = dataclasses.asdict(self)
         if self.ranker == "fixed":  # unused settings: a fixed model's version stays as it was
             fields = {k: v for k, v in fields.items() if not k.startswith("ranker")}
+        if not self.diversity:  # off: the version of a model from before the knob
+            fields = {k: v for k, v in fields.items() if not k.startswith("diversity")}
         raw = json.dumps(fields, sort_keys=True).encode()
         return hashlib.blake2b(raw, digest_size=4).hexdigest()
