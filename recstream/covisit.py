@@ -257,6 +257,20 @@ class CoVisitation(StreamModel):
                 scores = scores + 1e-9 * events / top
         return scores
 
+    def history(self, user_id: str) -> list[tuple[int, float]]:
+        """The user's counted history, oldest first: ``(row, weight)`` of their last
+        ``window`` events of the counted types (empty for an unknown user)."""
+        return list(self._history.get(user_id, ()))
+
+    def user_ids(self) -> list[str]:
+        """The users with a history here."""
+        return list(self._history)
+
+    def item_events(self, n_items: int) -> np.ndarray:
+        """Events of any type per item row, for the first ``n_items`` rows (a view: read only)."""
+        self._events = grow(self._events, n_items)
+        return self._events[:n_items]
+
     def score(self, user_id: str) -> np.ndarray:
         history = self._history.get(user_id, ())
         return self.score_from(list(history), len(self.index))

@@ -47,8 +47,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recstream.index import grow
-
 if TYPE_CHECKING:
     from recstream.recommender import Recommender
     from recstream.state import UserState
@@ -109,15 +107,14 @@ def _covisit_session(rec, user_id, state, mask, signals) -> np.ndarray:
 
 
 def _covisit_last(rec, user_id, state, mask, signals) -> np.ndarray:
-    history = rec.covisit._history.get(user_id)
-    return _covisit_from(rec, [history[-1]] if history else [], mask)
+    history = rec.covisit.history(user_id)
+    return _covisit_from(rec, history[-1:], mask)
 
 
 def _item_events(rec, user_id, state, mask, signals) -> np.ndarray:
     if "item_events" not in signals:  # computed once per list (the *_x_new features use it)
-        n = len(rec.index)
-        rec.covisit._events = grow(rec.covisit._events, n)
-        signals["item_events"] = unit_scale(np.log1p(rec.covisit._events[:n]), mask)
+        events = rec.covisit.item_events(len(rec.index))
+        signals["item_events"] = unit_scale(np.log1p(events), mask)
     return signals["item_events"]
 
 

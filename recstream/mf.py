@@ -240,6 +240,10 @@ class ImplicitMF(StreamModel):
             self._P[r] = self.initializer(shape=self.n_factors)
         return r
 
+    def user_ids(self) -> list[str]:
+        """The users with factors here."""
+        return list(self._user_rows)
+
     def forget_user(self, user_id: str) -> bool:
         """Erase the user's factors, bias and optimiser state; the row is reused by a later new
         user. Item factors stay: they are aggregates of many users."""

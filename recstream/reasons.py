@@ -36,7 +36,7 @@ def explain(
     contributions = np.stack([weights[name] * signals[name][rows] for name in names])
     best = [names[j] for j in contributions.argmax(axis=0)]
     content_anchor = _content_anchors(rec, rows, best, state)
-    covisit_history = [r for r, _ in reversed(rec.covisit._history.get(user_id, ()))]
+    covisit_history = [r for r, _ in reversed(rec.covisit.history(user_id))]
     reasons = []
     for row, name in zip(rows, best, strict=True):
         reason = _SIGNAL_REASONS[name]

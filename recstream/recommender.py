@@ -244,8 +244,8 @@ class Recommender:
     def user_ids(self) -> Iterator[str]:
         """The users held in memory (a snapshot: dropping users while iterating is fine)."""
         known = dict.fromkeys(self.users)
-        known.update(dict.fromkeys(self.covisit._history))
-        known.update(dict.fromkeys(self.mf._user_rows))
+        known.update(dict.fromkeys(self.covisit.user_ids()))
+        known.update(dict.fromkeys(self.mf.user_ids()))
         return iter(list(known))
 
     def export_user(self, user_id: str) -> dict | None:
@@ -501,8 +501,7 @@ class Recommender:
             X, _ = feature_matrix(self, event.user_id, mask, self.ranker.features)
         c = self.config
         weight = c.event_weights.get(event.type, 1.0)
-        events = self.covisit._events  # every event of any type, per item (grown lazily)
-        if (events[row] if row < len(events) else 0.0) < c.ranker_cold_events:
+        if self.covisit.item_events(row + 1)[row] < c.ranker_cold_events:  # any type, per item
             weight *= 1.0 + c.ranker_cold_boost
         self.ranker.learn_list(X, row, mask, weight=weight, clock=self.n_events)
 
