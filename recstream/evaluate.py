@@ -32,7 +32,6 @@ event in order, so only the reporting is split.
 
 >>> from recstream.popularity import Popularity
 >>> from recstream.events import Event, Item
-from recstream.exposure import Calibration, LongTail
 >>> items = [Item("a"), Item("b"), Item("c")]
 >>> stream = [("u1", "a"), ("u2", "a"), ("u2", "b"), ("u3", "c"), ("u3", "b")]
 >>> events = [Event(str(n), u, i, "purchase", float(n)) for n, (u, i) in enumerate(stream)]
