@@ -1,10 +1,13 @@
-"""``recstream evaluate`` options for the hybrid's ranker: which one, and its weights' trace.
+"""``recstream evaluate`` options for the evaluated hybrid's configuration: its ranker (and the
+learned one's weights' trace), the diversity knob, and any other setting (``--set``).
 
 ``--ranker fixed|learned`` overrides ``RecommenderConfig.ranker`` for the evaluated hybrid
-(``--shards`` included); ``--ranker-weights-plot OUT.png`` plots the learned ranker's weights
+(``--shards`` included), ``--diversity D`` its diversity, ``--set NAME=VALUE`` any field (an
+ablation: ``--set w_mf=0``); ``--ranker-weights-plot OUT.png`` plots the learned ranker's weights
 along the stream. The JSON result of a learned hybrid gets ``"ranker"``: its final weights, its
 prior, and the trace (:meth:`recstream.ranker.OnlineRanker.trace_dict`). With ``--shards`` every
-shard learns its own ranker: the plot shows shard 0's, the JSON has every shard's final weights.
+shard steps on its own users' purchases and the shards exchange their steps with the item deltas:
+the plot shows shard 0's weights, the JSON has every shard's final weights.
 
 >>> import argparse
 >>> parser = argparse.ArgumentParser()
@@ -41,10 +44,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the item vectors (default 0: lists as scored)",
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=config_override,
+        help="override one RecommenderConfig setting of the hybrid (repeatable), e.g. --set "
+        "w_mf=0 for an ablation",
+    )
+    parser.add_argument(
         "--ranker-weights-plot",
         metavar="OUT.png",
         help="plot the learned ranker's weights along the stream to OUT.png",
     )
+
+
+def config_override(text: str) -> tuple[str, Any]:
+    """argparse type of ``--set NAME=VALUE``: a RecommenderConfig field and its value, parsed
+    as the field's type (numbers, booleans; a tuple field takes comma-separated names).
+
+    >>> config_override("w_mf=0"), config_override("ranker_types=click,purchase")
+    (('w_mf', 0.0), ('ranker_types', ('click', 'purchase')))
+    """
+    name, sep, raw = text.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(RecommenderConfig)}
+    if not sep or name not in fields:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE with NAME a RecommenderConfig field, got {text!r}"
+        )
+    default = getattr(RecommenderConfig(), name)
+    try:
+        if isinstance(default, bool):
+            value: Any = {"true": True, "false": False}[raw.lower()]
+        elif isinstance(default, int | float | str):
+            value = type(default)(raw)
+        elif isinstance(default, tuple):
+            value = tuple(v for v in raw.split(",") if v)
+        else:
+            raise argparse.ArgumentTypeError(f"--set {name}: not settable from the command line")
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"--set {name}: bad value {raw!r}") from None
+    return name, value
 
 
 def hybrid_config(args: argparse.Namespace) -> RecommenderConfig | None:
@@ -55,6 +95,8 @@ def hybrid_config(args: argparse.Namespace) -> RecommenderConfig | None:
         changes["ranker"] = args.ranker
     if getattr(args, "diversity", None) is not None:
         changes["diversity"] = args.diversity
+    for name, value in getattr(args, "set", None) or []:
+        changes[name] = value
     return dataclasses.replace(RecommenderConfig(), **changes) if changes else None
 
 

@@ -88,3 +88,20 @@ def test_the_sweep_command_writes_every_value_and_the_plot(tmp_path) -> None:
     assert [r["diversity_setting"] for r in result["runs"]] == [0.0, 0.6]
     assert all(r["evaluated"] == result["runs"][0]["evaluated"] > 0 for r in result["runs"])
     assert png.stat().st_size > 10_000
+
+
+def test_set_overrides_any_config_field_for_ablations() -> None:
+    import argparse
+
+    from recstream.ranker_report import add_arguments, hybrid_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--set", "w_mf=0", "--set", "mf_factors=8", "--diversity", "0.2"])
+    config = hybrid_config(args)
+    assert (config.w_mf, config.mf_factors, config.diversity) == (0.0, 8, 0.2)
+    assert isinstance(config.mf_factors, int)
+    assert hybrid_config(parser.parse_args([])) is None
+    for bad in ("nonsense=1", "w_mf", "w_mf=high", "event_weights=1"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--set", bad])
