@@ -46,22 +46,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from river import optim
+
+from recstream.mf import OPTIMIZERS, make_optimizer
 
 __all__ = ["LOSSES", "OPTIMIZERS", "OnlineRanker"]
 
-OPTIMIZERS = ("sgd", "adam", "adagrad")
 LOSSES = ("softmax", "bpr")
-
-
-def _optimizer(name: str, lr: float) -> optim.base.Optimizer:
-    if name == "sgd":
-        return optim.SGD(lr)
-    if name == "adam":
-        return optim.Adam(lr)
-    if name == "adagrad":
-        return optim.AdaGrad(lr)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 class OnlineRanker:
@@ -122,7 +112,7 @@ class OnlineRanker:
         self.lr = lr
         self.l2 = l2
         self.optimizer_name = optimizer
-        self.optimizer = _optimizer(optimizer, lr)
+        self.optimizer = make_optimizer(optimizer, lr)  # the MF's choices, by the same names
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.loss = loss

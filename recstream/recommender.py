@@ -158,8 +158,8 @@ class Recommender:
         self._text_hash: dict[str, str] = {}
         self.n_events = 0
         if c.ranker == "learned":
-            # Per model, hence per worker: each learns from its own users' events and saves its
-            # weights with its checkpoint (exchanging them between workers is left to do).
+            # Per model: it steps on this model's users' purchases and is saved with its
+            # checkpoint; with several workers the steps travel in the item deltas.
             self.ranker = OnlineRanker(
                 c.ranker_features,
                 {name: w for name, w in self._weights().items() if name in c.ranker_features},
@@ -465,7 +465,7 @@ class Recommender:
             rows = mmr(pool, total[pool], self.index.vectors, self.index.has_vector, k, diversity)
         else:
             rows = top_k(total, k, valid=valid)
-        reasons = self._reasons(rows, user_id, state, signals, weights)
+        reasons = explain(self, rows, user_id, state, signals, weights)
         ids = self.index.ids
         return [
             ScoredItem(ids[r], float(total[r]), reason)
@@ -509,16 +509,6 @@ class Recommender:
         """The model changed outside learn(): the cached features no longer hold."""
         if self._feature_cache is not None:
             self._feature_cache.clear()
-
-    def _reasons(
-        self,
-        rows: np.ndarray,
-        user_id: str,
-        state,
-        signals: dict[str, np.ndarray],
-        weights: dict[str, float],
-    ) -> list[str]:
-        return explain(self, rows, user_id, state, signals, weights)
 
     # -- introspection -----------------------------------------------------------------------
     def user_profile(self, user_id: str) -> np.ndarray | None:
