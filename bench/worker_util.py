@@ -46,6 +46,7 @@ class Worker:
         profile_to: Path | None = None,
         loglevel: str = "warning",
         gc_probe: bool = False,
+        loop_probe: bool = False,
     ) -> None:
         self.prefix = prefix
         self.port = free_port()
@@ -76,6 +77,8 @@ class Worker:
         self.loglevel = loglevel
         # Records the worker's garbage-collector pauses (bench/gc_probe.py) for stall diagnosis.
         self.gc_log = Path(self._tmp.name) / "gc.json" if gc_probe else None
+        # Records the worker's slow event-loop callbacks (bench/loop_probe.py), likewise.
+        self.loop_log = Path(self._tmp.name) / "loop.json" if loop_probe else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
@@ -96,19 +99,13 @@ class Worker:
                 "-l",
                 self.loglevel,
             ]
-        elif self.gc_log is not None:
-            cmd = [
-                sys.executable,
-                "-m",
-                "bench.gc_probe",
-                str(self.gc_log),
-                "-m",
-                "streams.worker",
-                "-l",
-                self.loglevel,
-            ]
         else:
             cmd = [sys.executable, "-m", "streams.worker", "-l", self.loglevel]
+            # Each probe runs the command after it as a module (runpy): they nest.
+            if self.gc_log is not None:
+                cmd[1:1] = ["-m", "bench.gc_probe", str(self.gc_log)]
+            if self.loop_log is not None:
+                cmd[1:1] = ["-m", "bench.loop_probe", str(self.loop_log)]
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             cmd,
@@ -173,9 +170,9 @@ class Worker:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
 
-    def checkpoints(self) -> list[tuple[float, float]]:
-        """(wall time the event loop resumed, seconds it was paused) of each checkpoint the
-        worker logged (needs loglevel info); the line is logged when the write is done."""
+    def checkpoints(self) -> list[tuple[float, float, float]]:
+        """(wall time the event loop resumed, seconds it was paused, seconds until written) of
+        each checkpoint the worker logged (needs loglevel info); logged when written."""
         out = []
         with contextlib.suppress(OSError):
             for line in self.log_path.read_text(errors="replace").splitlines():
@@ -189,7 +186,7 @@ class Worker:
                     wall = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
                     done = wall + int(stamp.group(2)) / 1e3
                     pause, written = float(took.group(1)), float(took.group(2))
-                    out.append((done - written + pause, pause))
+                    out.append((done - written + pause, pause, written))
         return out
 
     def gc_pauses(self) -> list[tuple[float, float, int]]:
@@ -199,6 +196,25 @@ class Worker:
         with contextlib.suppress(OSError, ValueError):
             return [(end, took, gen) for end, took, gen, _ in json.loads(self.gc_log.read_text())]
         return []
+
+    def slow_callbacks(self) -> list[tuple[float, float, float, str]]:
+        """(wall time at end, seconds, the loop thread's CPU seconds, what) of each event-loop
+        callback of the worker that ran 10 ms or more (``loop_probe``)."""
+        if self.loop_log is None:
+            return []
+        with contextlib.suppress(OSError, ValueError):
+            return [
+                (end, took, cpu, what)
+                for end, took, cpu, what in json.loads(self.loop_log.read_text())
+            ]
+        return []
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the worker process so far (every thread), from /proc."""
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, n: int = 40) -> str:
         with contextlib.suppress(OSError):

@@ -10,33 +10,22 @@ back; so every rule here is tested without a broker.
 Every call that changes state does so synchronously, in full, before returning: the worker's
 event loop can never interleave a checkpoint between "learned the event" and "moved the offset
 past it", which is what makes a checkpoint's model and offsets agree.
+
+The events path is here; the catalogue's (items, the encode queue) is in
+:mod:`recstream.pipeline_catalogue`, checkpoints in :mod:`recstream.pipeline_checkpoint`, and the
+message and outcome types in :mod:`recstream.pipeline_types` (all re-exported from here).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import numpy as np
-
-from recstream.checkpoint import Checkpoint, CheckpointStore
 from recstream.dead_letters import dead_letter, dead_letter_key
-from recstream.events import (
-    Event,
-    InvalidMessage,
-    Item,
-    Recommendation,
-    ScoredItem,
-    check_id,
-    parse_event,
-    parse_item,
-)
+from recstream.events import Event, InvalidMessage, Recommendation, parse_event
 from recstream.forget import ForgottenUsers, parse_forget
 from recstream.online import (
     DedupWindow,
@@ -46,12 +35,34 @@ from recstream.online import (
     Positions,
     RateMeter,
 )
+from recstream.pipeline_catalogue import CatalogueInputs
+from recstream.pipeline_checkpoint import (
+    MODEL_FILE,
+    STATE_FILE,
+    STATE_VERSION,
+    ProcessorCheckpoints,
+)
+from recstream.pipeline_types import (
+    Counters,
+    EventOutcome,
+    ForgetOutcome,
+    ItemOutcome,
+    KafkaMessage,
+    MessageLike,
+    RecommenderLike,
+    message_position,
+)
 
 __all__ = [
+    "MODEL_FILE",
+    "STATE_FILE",
+    "STATE_VERSION",
     "EventOutcome",
     "ForgetOutcome",
     "ItemOutcome",
     "KafkaMessage",
+    "MessageLike",
+    "RecommenderLike",
     "StreamProcessor",
     "dead_letter",
     "dead_letter_key",
@@ -59,118 +70,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
-MODEL_FILE = "recommender.pkl"
-STATE_FILE = "stream.pkl"
 # Consecutive processing errors (exceptions while applying *valid* messages) after which the
 # processor halts: that many in a row is a bug or an incompatible model, not bad input, and
 # dead-lettering the whole stream would only move it to the DLQ.
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 100
 
-
-class MessageLike(Protocol):
-    """What the processor reads of a Kafka message (Faust's ``Message`` has these)."""
-
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float | None
+# Checkpoints written before the split pickled the counters as recstream.pipeline._Counters.
+_Counters = Counters
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaMessage:
-    """A :class:`MessageLike` for callers without a Faust message (replays, tests)."""
-
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float | None = None
-    key: bytes | None = None
-
-
-def _position(message: MessageLike) -> dict[str, Any]:
-    """Where a message is, as its dead-letter record says it."""
-    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
-
-
-class RecommenderLike(Protocol):
-    """The part of :class:`recstream.recommender.Recommender` the stream uses."""
-
-    model_version: str
-    allow_unknown_items: bool
-
-    def upsert_item(self, item: Item) -> bool: ...
-    def delete_item(self, item_id: str) -> None: ...
-    def forget_user(self, user_id: str) -> bool: ...
-    def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray) -> None: ...
-    def learn(self, event: Event) -> None: ...
-    def recommend(self, user_id: str, k: int = 10) -> list[ScoredItem]: ...
-    def user_profile(self, user_id: str) -> np.ndarray | None: ...
-    def stats(self) -> dict: ...
-    def save(self, path: str | Path) -> None: ...
-
-
-def _tombstone_item(key: bytes | None) -> Item:
-    """The deletion a tombstone on the items topic stands for: the item its key names."""
-    if key is None:
-        raise InvalidMessage("tombstone", "null value (tombstone) without a key: no item to delete")
-    try:
-        item_id = bytes(key).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidMessage("tombstone", "tombstone key is not UTF-8") from None
-    return Item(check_id(item_id, "key"), deleted=True)
-
-
-@dataclass(frozen=True, slots=True)
-class EventOutcome:
-    # ok: learned (and ``recommendation`` set unless the user has a later event in the same
-    # batch: see handle_events) · dlq: invalid · duplicate: event_id seen in the window ·
-    # replayed: offset already reflected in the state (redelivery after a restart): skipped ·
-    # halted: not applied, the processor has stopped (``StreamProcessor.halted``) ·
-    # forgotten: an event of a forgotten user from before the request (recstream.forget) ·
-    # moved: its partition belongs to another worker now (several workers: not applied here,
-    # the new owner reads it from the partition's committed state on).
-    status: Literal["ok", "dlq", "duplicate", "replayed", "halted", "forgotten", "moved"]
-    event: Event | None = None
-    recommendation: Recommendation | None = None
-    profile: np.ndarray | None = None
-    dlq: dict[str, Any] | None = None
-    received_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class ItemOutcome:
-    status: Literal["upserted", "unchanged", "deleted", "dlq", "replayed", "halted"]
-    item: Item | None = None
-    dlq: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ForgetOutcome:
-    status: Literal["forgotten", "dlq", "replayed", "halted"]
-    user_id: str | None = None
-    dlq: dict[str, Any] | None = None
-
-
-@dataclass
-class _Counters:
-    events_by_type: Counter = field(default_factory=Counter)
-    dlq_by_reason: Counter = field(default_factory=Counter)
-    duplicates: int = 0
-    replayed: int = 0
-    recommendations: int = 0
-    items_upserted: int = 0
-    items_deleted: int = 0
-    items_encoded: int = 0
-
-    @property
-    def events(self) -> int:
-        return sum(self.events_by_type.values())
-
-
-class StreamProcessor:
+class StreamProcessor(CatalogueInputs, ProcessorCheckpoints):
     """See the module docstring. ``k``, ``dedup_window``, ``max_event_bytes`` from Settings."""
 
     def __init__(
@@ -209,7 +118,7 @@ class StreamProcessor:
         self.online = OnlineRanking(k=k)
         self.latency = LatencyWindow()
         self.encode_queue = EncodeQueue()
-        self.counts = _Counters()
+        self.counts = Counters()
         self.recommended: set[str] = set()  # live items recommended at least once: coverage
         self._rate = RateMeter()
         # Bumped by every state change (offsets included): lets the worker skip checkpoints
@@ -260,7 +169,7 @@ class StreamProcessor:
                 # operator see (and count) lists that never went out.
                 log.exception("recommending after event %s failed", event.event_id)
                 key = getattr(message, "key", None)
-                dlq = self._processing_error(message.value, exc, _position(message), key)
+                dlq = self._processing_error(message.value, exc, message_position(message), key)
                 outcomes[index] = EventOutcome("dlq", event, dlq=dlq, received_at=now)
         return outcomes
 
@@ -270,7 +179,7 @@ class StreamProcessor:
         skip = self._admit(topic, partition, offset)
         if skip is not None:
             return EventOutcome(skip, received_at=now)
-        where = _position(message)
+        where = message_position(message)
         key = getattr(message, "key", None)
         if raw is None:
             # A tombstone deletes a key of a compacted topic; events are never deleted so.
@@ -366,56 +275,6 @@ class StreamProcessor:
         profile = self.recommender.user_profile(event.user_id)
         return EventOutcome("ok", event, recommendation, profile, received_at=now)
 
-    def handle_item(
-        self,
-        raw: bytes | None,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None = None,
-    ) -> ItemOutcome:
-        """One catalogue upsert or deletion; new or changed text joins the encode queue.
-
-        A null value (a Kafka tombstone) deletes the item its key names, as compaction would.
-        """
-        skip = self._admit(topic, partition, offset)
-        if skip is not None:
-            return ItemOutcome(skip)
-        where = {"topic": topic, "partition": partition, "offset": offset}
-        try:
-            item = (
-                _tombstone_item(key)
-                if raw is None
-                else parse_item(raw, max_bytes=self.max_event_bytes)
-            )
-        except InvalidMessage as exc:
-            return ItemOutcome("dlq", dlq=self._dead_letter(raw, exc, where, key))
-        except Exception as exc:  # a parser bug: contained like any processing error
-            log.exception("parsing the item at %s failed", where)
-            return ItemOutcome("dlq", dlq=self._processing_error(raw, exc, where, key))
-        try:
-            outcome = self._apply_item(item)
-        except Exception as exc:  # as for events: dead-letter, log, count, go on
-            log.exception("processing item %s failed", item.item_id)
-            return ItemOutcome("dlq", item, dlq=self._processing_error(raw, exc, where, key))
-        self._errors_in_a_row[topic] = 0
-        return outcome
-
-    def _apply_item(self, item: Item) -> ItemOutcome:
-        if item.deleted:
-            self.recommender.delete_item(item.item_id)
-            self.encode_queue.discard(item.item_id)
-            self.recommended.discard(item.item_id)
-            self.counts.items_deleted += 1
-            return ItemOutcome("deleted", item)
-        self.counts.items_upserted += 1
-        if self.recommender.upsert_item(item):
-            if item.text:
-                self.encode_queue.put(item)
-            return ItemOutcome("upserted", item)
-        return ItemOutcome("unchanged", item)
-
     def _admit(
         self, topic: str, partition: int, offset: int
     ) -> Literal["halted", "replayed"] | None:
@@ -501,24 +360,6 @@ class StreamProcessor:
     def observe_latency(self, seconds: float) -> None:
         self.latency.observe(seconds)
 
-    # -- encoding --------------------------------------------------------------------------
-    def take_encode_batch(self, n: int) -> list[Item]:
-        return self.encode_queue.take(n)
-
-    def apply_vectors(self, batch: list[Item], vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Install the vectors of an encoded batch that are still current; returns them."""
-        keep = self.encode_queue.complete(batch)
-        ids = [batch[i].item_id for i in keep]
-        kept = np.asarray(vectors, dtype=np.float32)[keep]
-        if ids:
-            self.recommender.set_item_vectors(ids, kept)
-            self.counts.items_encoded += len(ids)
-            self.changes += 1
-        return ids, kept
-
-    def encode_failed(self, batch: list[Item]) -> None:
-        self.encode_queue.fail(batch)
-
     # -- reporting -------------------------------------------------------------------------
     @property
     def events_processed(self) -> int:
@@ -559,61 +400,3 @@ class StreamProcessor:
             },
             **extra,
         }
-
-    # -- checkpoints -----------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "dedup": self.dedup,
-            "online": self.online,
-            "counts": self.counts,
-            "recommended": self.recommended,
-            "forgotten": self.forgotten,
-            # Queued and in-flight items are re-queued on restore: their vectors were not in
-            # the saved model, and the items topic will not be re-read below the offsets.
-            "encode_pending": self.encode_queue.items(),
-        }
-
-    def save_checkpoint(self, store: CheckpointStore, **meta: Any) -> Path:
-        """Model + stream state + offsets in one atomic checkpoint directory."""
-        state = self._state()
-
-        def write_state(path: Path) -> None:
-            with path.open("wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-        body = {
-            "offsets": self.positions.to_json(),
-            "events_processed": self.counts.events,
-            "model_version": self.recommender.model_version,
-            **meta,
-        }
-        return store.save({MODEL_FILE: self.recommender.save, STATE_FILE: write_state}, body)
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: Checkpoint,
-        load_recommender,
-        **kwargs: Any,
-    ) -> StreamProcessor:
-        """Rebuild a processor from ``checkpoint``; ``load_recommender(path)`` loads the model."""
-        recommender = load_recommender(checkpoint.file(MODEL_FILE))
-        with checkpoint.file(STATE_FILE).open("rb") as f:
-            state = pickle.load(f)  # our own file, written by save_checkpoint
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"{checkpoint.path}: stream state version {state.get('version')}")
-        proc = cls(recommender, **kwargs)
-        dedup: DedupWindow = state["dedup"]
-        # A changed RECSTREAM_DEDUP_WINDOW keeps the newest ids that fit the new size.
-        same = dedup.capacity == proc.dedup.capacity
-        proc.dedup = dedup if same else dedup.resized(proc.dedup.capacity)
-        proc.online = state["online"]
-        proc.counts = state["counts"]
-        proc.recommended = state["recommended"]
-        proc.forgotten = state.get("forgotten") or ForgottenUsers()  # older checkpoints: none
-        for item in state["encode_pending"]:
-            proc.encode_queue.put(item)
-        proc.positions = Positions.from_json(checkpoint.meta.get("offsets", {}))
-        proc._rate = RateMeter(proc.counts.events)
-        return proc

@@ -62,4 +62,6 @@ app = faust.App(
     autodiscover=["streams.agents", "streams.web"],
     origin="streams.app",
     Worker="streams.faust_worker:RecstreamWorker",
+    # Faust's statistics without the per-message counters nobody here reads (lean_monitor.py).
+    Monitor="streams.lean_monitor:LeanMonitor",
 )

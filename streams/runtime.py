@@ -4,9 +4,10 @@ The logic is in :class:`recstream.pipeline.StreamProcessor` (pure); this class o
 between it and the outside world — Kafka (through Faust topics), Redis, Prometheus, the encoder
 thread and the checkpoint directory — and holds the lock that keeps checkpoints consistent.
 
-Three concerns live in their own files as mixins: checkpoints (:mod:`streams.checkpointing`),
-where each partition resumes (:mod:`streams.partition_positions`) and what the live page reads
-(:mod:`streams.live`).
+The other concerns live in their own files as mixins: checkpoints (:mod:`streams.checkpointing`),
+where each partition resumes (:mod:`streams.partition_positions`), what the live page reads
+(:mod:`streams.live`), the encoder (:mod:`streams.encoding`), and what the worker reports:
+lag, the metrics snapshot, ``/healthz`` (:mod:`streams.reporting`).
 
 One :class:`Runtime` per process, installed by ``recstream worker`` (:func:`install`) before the
 Faust worker starts, or by a test with fake outputs.
@@ -15,10 +16,8 @@ Faust worker starts, or by a test with fake outputs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -28,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from faust.types import Message
 
 from recstream.adapters.metrics import Metrics
@@ -36,13 +34,23 @@ from recstream.adapters.redis_sink import RedisSink
 from recstream.checkpoint import CheckpointStore
 from recstream.config import Settings
 from recstream.dead_letters import dead_letter_key
-from recstream.events import Item
 from recstream.pipeline import StreamProcessor
 from streams.catalogue_sync import CatalogueSync
 from streams.checkpointing import Checkpointing
+from streams.encoding import ItemEncoding, encoder_threads
 from streams.live import Catalogue, LiveFeed, Subscribers
 from streams.partition_positions import PartitionPositions
 from streams.partition_state import PartitionState
+from streams.reporting import Reporting
+
+__all__ = [
+    "Publish",
+    "Runtime",
+    "checkpoint_dir",
+    "current",
+    "encoder_threads",
+    "install",
+]
 
 log = logging.getLogger("recstream.worker")
 
@@ -69,17 +77,15 @@ def checkpoint_dir(settings: Settings) -> Path:
     return Path(settings.models_dir) / "checkpoints" / settings.app_id
 
 
-def encoder_threads() -> int:
-    # Leave one core to the event loop: encoding a large catalogue must not starve the events
-    # (BERT on every core doubled the event p99 on the 2-core reference machine).
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
-
-
-class Runtime(Checkpointing, PartitionPositions, PartitionState, CatalogueSync, LiveFeed):
+class Runtime(
+    Checkpointing,
+    PartitionPositions,
+    PartitionState,
+    CatalogueSync,
+    LiveFeed,
+    ItemEncoding,
+    Reporting,
+):
     def __init__(
         self,
         settings: Settings,
@@ -349,195 +355,9 @@ class Runtime(Checkpointing, PartitionPositions, PartitionState, CatalogueSync, 
             return False
         return True
 
-    # -- encoder -----------------------------------------------------------------------------
-    def _encode_sync(self, texts: list[str]) -> np.ndarray:
-        # Runs in the encoder thread: loading torch + BERT takes seconds, so it happens here too.
-        if self.encoder is None:
-            if self.encoder_factory is None:
-                raise RuntimeError("no encoder configured")
-            self.encoder = self.encoder_factory()
-            log.info("encoder ready: %r", self.encoder)
-        return self.encoder.encode(texts)
-
-    async def encode_pending(self) -> int:
-        """Encode everything waiting, one batch at a time, off the event loop. Returns items."""
-        loop = asyncio.get_running_loop()
-        total = 0
-        while self.processor.encode_queue.waiting:
-            batch: list[Item] = self.processor.take_encode_batch(self.settings.encoder_max_queue)
-            t0 = time.perf_counter()
-            try:
-                vectors = await loop.run_in_executor(
-                    self._pool, self._encode_sync, [item.text for item in batch]
-                )
-            except Exception as exc:
-                # The stream goes on without fresh vectors; the batch is retried next round.
-                self.processor.encode_failed(batch)
-                self.metrics.encode_errors.inc()
-                self.encoder_error = f"{type(exc).__name__}: {exc}"
-                log.error("encoder: batch of %d failed: %s", len(batch), self.encoder_error)
-                return total
-            seconds = time.perf_counter() - t0
-            ids, kept = self.processor.apply_vectors(batch, vectors)
-            await self.vectors_encoded(batch, ids, kept)  # several workers: to item-vectors
-            self.encoder_error = None
-            m = self.metrics
-            m.encode_batch_size.observe(len(batch))
-            m.encode_batch_seconds.observe(seconds)
-            m.items_encoded.inc(len(ids))
-            m.encode_queue.set(len(self.processor.encode_queue))
-            total += len(ids)
-            if ids and self.redis is not None:
-                hashes = {item.item_id: item.text_hash for item in batch}
-                await self.redis.write_item_vectors(ids, kept, [hashes[i] for i in ids])
-        return total
-
-    async def encoder_loop(self) -> None:
-        """Encode waiting items at most once per ``encoder_interval_s``, sooner for a full batch.
-
-        Batches start at least an interval apart, so a trickle of catalogue updates is encoded
-        in batches and the encoder thread (which shares the cores with the events) runs at
-        most once per interval. But an item arriving after a quiet interval is encoded at
-        once: a new item waits for the encoder only while it is busy or has just run, never
-        for the phase of a free-running timer.
-        """
-        interval = self.settings.encoder_interval_s
-        spacing = interval
-        last_start = -math.inf
-        await self.before_encoding()  # several workers: the item-vectors topic is read first
-        while True:
-            if not self.processor.encode_queue.waiting:
-                await self._wakeup.wait()  # on_item: the first item is waiting
-            self._wakeup.clear()
-            delay = last_start + spacing - time.monotonic()
-            if delay > 0 and self.processor.encode_queue.waiting < self.settings.encoder_max_queue:
-                with contextlib.suppress(TimeoutError):  # a full batch wakes it sooner
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
-                self._wakeup.clear()
-            if not self.processor.encode_queue.waiting:
-                continue  # a stale wake-up: the last round took the item
-            last_start = time.monotonic()
-            await self.encode_pending()
-            # A broken encoder (model missing, OOM) is retried slower and slower, up to a minute.
-            failing = self.encoder_error is not None
-            spacing = min(60.0, spacing * 2) if failing else interval
-
     async def redis_writer(self) -> None:
         if self.redis is not None:
             await self.redis.run_writer()
-
-    # -- reporting ---------------------------------------------------------------------------
-    async def consumer_lag(self, consumer: Any) -> dict[tuple[str, int], int]:
-        """End offset minus the state's position, per assigned partition."""
-        tps = sorted(consumer.assignment())
-        if not tps:
-            return {}
-        try:
-            # Asked of the broker (one ListOffsets request): exact whatever the fetch state.
-            ends = await asyncio.wait_for(consumer.highwaters(*tps), timeout=10)
-        except Exception as exc:  # metrics must never take the worker down
-            self.metrics.kafka_up.set(0)
-            log.warning("consumer lag unavailable (is the broker up?): %s", exc)
-            return {}
-        self.metrics.kafka_up.set(1)
-        lags = {}
-        for tp in tps:
-            end = ends.get(tp)
-            if end is not None:
-                position = self.processor.positions.next_offset(tp.topic, tp.partition) or 0
-                lags[(tp.topic, tp.partition)] = max(0, int(end) - position)
-        return lags
-
-    def snapshot(self, lags: dict[tuple[str, int], int] | None = None) -> dict[str, Any]:
-        lags = lags or {}
-        encoder = self.encoder.stats() if self.encoder is not None else {}
-        snap = self.processor.snapshot(
-            worker=self.worker_id,
-            uptime_s=round(time.time() - self.started_at, 1),
-            encoder={
-                **encoder,
-                "device": str(getattr(self.encoder, "device", "")) or None,
-                "error": self.encoder_error,
-            },
-            consumer_lag={f"{t}[{p}]": lag for (t, p), lag in sorted(lags.items())},
-            last_checkpoint=self.last_checkpoint,
-        )
-        m = self.metrics
-        m.set_lag(lags)
-        if snap["online"][f"hr@{self.processor.k}"] is not None:
-            m.online_hit_rate.set(snap["online"][f"hr@{self.processor.k}"])
-            m.online_ndcg.set(snap["online"][f"ndcg@{self.processor.k}"])
-        if snap["coverage"] is not None:
-            m.coverage.set(snap["coverage"])
-        m.catalogue_items.set(snap["catalogue_items"])
-        m.encode_queue.set(len(self.processor.encode_queue))
-        return snap
-
-    async def publish_metrics(self, consumer: Any = None) -> dict[str, Any]:
-        lags = await self.consumer_lag(consumer) if consumer is not None else {}
-        snap = self.snapshot(lags)
-        await self._send(self.settings.topic("metrics"), self.worker_id.encode(), _json(snap))
-        return snap
-
-    def health(self) -> dict[str, Any]:
-        stats = self.processor.recommender.stats()
-        halted = self.processor.halted
-        return {
-            "status": "halted" if halted else "ok" if self.ready else "starting",
-            "ready": self.ready and not halted,
-            "halted": halted,
-            "consecutive_errors": self.processor.consecutive_errors,
-            "worker": self.worker_id,
-            "model_version": self.processor.recommender.model_version,
-            "events_processed": self.processor.events_processed,
-            "model_events": stats.get(
-                "n_events"
-            ),  # events the model has learned, restored ones too
-            "events_by_type": dict(self.processor.counts.events_by_type),
-            "duplicates": self.processor.counts.duplicates,
-            "replayed_skipped": self.processor.counts.replayed,
-            "dlq_total": sum(self.processor.counts.dlq_by_reason.values()),
-            "users": stats.get("n_users"),
-            "items": stats.get("n_active_items"),
-            "item_vectors": stats.get("n_vectors"),
-            "encode_queue": len(self.processor.encode_queue),
-            "encoder_error": self.encoder_error,
-            "redis_errors": self.redis.errors if self.redis is not None else None,
-            "last_checkpoint": self.last_checkpoint,
-            "state_store": self.settings.state_store,
-            **self.catalogue_sync_health(),
-            **(self._group_health() if self.group_mode else {}),
-        }
-
-    def _group_health(self) -> dict[str, Any]:
-        """Several workers: the partitions held here, each with the events learned from it by
-        every owner so far and its position (sum them over the group to reconcile)."""
-        return {
-            "partitions": self.partitions_health(),
-            "state_flushes": self.state_flushes,
-            "item_deltas_applied": self.deltas_applied,
-            "moved_messages": self.moved_messages,
-            "state_restore_s": self.state_restore_s,
-            "idle_users": {
-                "parked": len(self.idle_store) if self.idle_store is not None else None,
-                "evicted": self.users_evicted,
-                "brought_back": self.users_brought_back,
-            },
-        }
-
-    def recommend(self, user_id: str, k: int) -> dict[str, Any]:
-        """A fresh list from the in-memory model (the web view; not published anywhere)."""
-        t0 = time.perf_counter()
-        items = self.processor.recommender.recommend(user_id, k)
-        return {
-            "user_id": user_id,
-            "items": [i.to_dict() for i in items],
-            # False: a cold user, served popular and fresh items.
-            "known_user": user_id in getattr(self.processor.recommender, "users", ()),
-            "model_version": self.processor.recommender.model_version,
-            "generated_at": round(time.time(), 6),
-            "latency_ms": round((time.perf_counter() - t0) * 1000.0, 3),
-        }
 
     async def close(self) -> None:
         await self.close_partition_state()
