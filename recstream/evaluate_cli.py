@@ -84,6 +84,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     from recstream import ranker_report  # --ranker, --ranker-weights-plot
 
     ranker_report.add_arguments(parser)
+    from recstream import finetune_eval  # --finetune-encoder and its budget
+
+    finetune_eval.add_arguments(parser)
 
 
 def open_fraction(value: str) -> float:
@@ -158,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     compare_with = getattr(args, "compare", None)
     if compare_with is not None and compare_with == args.model:
         raise ValueError(f"--compare {compare_with}: that is the --model itself")
+    if getattr(args, "finetune_encoder", False) and (args.holdout is None or args.no_encode):
+        raise ValueError("--finetune-encoder needs --holdout (its boundary) and the encoder")
     items, events = load_dataset(args.data_dir)
     if args.limit is not None:
         events = events[: args.limit]
@@ -168,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_encode:
         matrix, encode_info = _encode(items, use_cache=not args.no_encoder_cache)
         vectors = ([item.item_id for item in items], matrix)
+    swap = None  # --finetune-encoder: (event count at which to swap, tuned vectors, report)
+    if getattr(args, "finetune_encoder", False):
+        from recstream import finetune_eval
+
+        tuned, tuned_info = finetune_eval.tuned_vectors(items, events, split_at, matrix, args)
+        swap = (0 if args.finetune_swap_at == "start" else split_at, tuned, tuned_info)
 
     names = [args.model]
     if args.plot:
@@ -178,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
     curves: dict[str, tuple[list[int], list[bool]]] = {}
     for name in names:
         model = _build(name, args)
+        if swap is not None and name == args.model:
+            model = finetune_eval.SwapAt(model, swap[0], vectors[0], swap[1])
         positions: list[int] = []
         hits: list[bool] = []
 
@@ -211,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
             ranker_report.report(model, result, args)
         if hasattr(model, "sync_interval"):  # a ShardedRecommender: the exchange's statistics
             result.update(model.stats())
+        if swap is not None and name == args.model:
+            result["finetune"] = {**swap[2], "swapped_after_events": model.swapped_at}
         if split_at is not None:
             result["holdout"] = fraction
             result["split_at"] = split_at
@@ -254,6 +269,15 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{part}: events [{r['first_event']}, {last}), evaluated = {r['evaluated']}, "
             f"cold_evaluated = {r['cold_evaluated']}"
+        )
+    if "finetune" in main:
+        f = {k: (float("nan") if v is None else v) for k, v in main["finetune"].items()}
+        print(
+            f"encoder fine-tuned on {f['pairs']} pairs of the first part: {f['steps']} steps, "
+            f"{f['finetune_seconds']:.0f} s on {f['device']} (+ {f['reencode_seconds']:.0f} s "
+            f"re-encoding), loss {f['loss_first']:.3f} -> {f['loss_last10']:.3f}, "
+            f"mean cos(old, new) {f['mean_cos_old_new']:.3f}; swapped in after "
+            f"{f['swapped_after_events']} events as {f['model_version']}"
         )
     if comparison is not None:
         print()
