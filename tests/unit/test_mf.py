@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,54 @@ def test_invalid_arguments():
         ImplicitMF(engine="torch")
     with pytest.raises(ValueError):
         ImplicitMF(optimizer="rmsprop")
+
+
+def test_score_at_and_item_vectors_at_agree_with_score():
+    mf = ImplicitMF(n_factors=4, lr=0.05, n_negatives=2, seed=3)
+    mf.add_items("abcdefgh")
+    for e in events(TWO_GROUPS):
+        mf.learn(e)
+    rows = np.array([5, 0, 3])
+    np.testing.assert_allclose(mf.score_at("u5", rows), mf.score("u5")[rows], rtol=1e-6)
+    query = np.append(mf.user_vector("u5"), 1.0).astype(np.float32)
+    np.testing.assert_allclose(mf.item_vectors_at(rows) @ query, mf.score("u5")[rows], rtol=1e-5)
+
+
+def test_a_model_pickled_before_the_river_estimator_loads_and_learns():
+    """Checkpoints hold ImplicitMF pickles: one written before the class became a River Ranker
+    (no _seen, no _free_rows, no _n_user_rows in its state) loads and keeps working."""
+    mf = ImplicitMF(n_factors=4, seed=1)
+    for e in events(TWO_GROUPS[:50]):
+        mf.learn(e)
+    state = mf.__dict__.copy()
+    for name in ("_free_rows", "_n_user_rows"):
+        state.pop(name, None)
+    old = ImplicitMF.__new__(ImplicitMF)
+    old.__dict__.update(state)
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.negative_pool == 5000 and loaded._seen is None
+    assert loaded.forget_user("u1")
+    for e in events(TWO_GROUPS[50:]):
+        loaded.learn(e)
+    assert loaded.recommend("u5", k=1)[0].item_id == "b"
+    assert loaded.rank("u5", ["d", "b"]) == ["b", "d"]
+
+
+@pytest.mark.parametrize("engine", ["numpy", "river"])
+def test_learn_shown_steps_passed_over_items_towards_zero(engine):
+    mf = ImplicitMF(n_factors=4, lr=0.05, n_negatives=2, engine=engine, seed=3)
+    mf.add_items("abcdefgh")
+    for e in events(TWO_GROUPS):
+        mf.learn(e)
+    before = mf.item_factors.copy()
+    n_mean = mf.global_mean.n
+    old = {i: mf.predict("u5", i) for i in "bcd"}
+    rows = [mf.index.row(i) for i in "bcdba"]  # u5 bought a: never a negative; b twice: once
+    mf.learn_shown("u5", rows)
+    assert mf.global_mean.n == n_mean + 3
+    for item in "bcd":
+        assert mf.predict("u5", item) < old[item]
+    changed = np.flatnonzero(np.any(mf.item_factors != before, axis=1))
+    assert sorted(changed.tolist()) == sorted(mf.index.row(i) for i in "bcd")
+    mf.learn_shown("u5", [mf.index.row("a")])  # nothing left: no step at all
+    assert mf.global_mean.n == n_mean + 3
