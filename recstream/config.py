@@ -29,6 +29,7 @@ _BOOLS = dict.fromkeys(("1", "true", "yes", "on"), True)
 _BOOLS |= dict.fromkeys(("0", "false", "no", "off"), False)
 STATE_STORES = ("local", "kafka")
 RANKERS = ("fixed", "learned")  # recstream.recommender_config.RANKERS, without importing it
+RETRIEVALS = ("exact", "two_stage", "auto")  # recstream.retrieval.RETRIEVALS, likewise
 
 
 def read_secret(value: str, path: str, variable: str, *, strip: bool = False) -> str:
@@ -115,6 +116,11 @@ class Settings:
     # workers its steps travel with the item deltas. A model restored from a checkpoint keeps
     # the ranker it was saved with
     ranker: str = "fixed"
+    # RECSTREAM_RETRIEVAL: "exact" = every list scores the whole catalogue; "two_stage" =
+    # gather bounded candidates (co-visited neighbours, ANN over content and MF vectors,
+    # popular and fresh pools), score only those; "auto" = two-stage from 50,000 items on
+    # (recstream/retrieval.py, docs/retrieval.md). A restored checkpoint keeps its own
+    retrieval: str = "exact"
     # --- Encoder ---------------------------------------------------------------------------
     encoder_model: str = ""  # RECSTREAM_ENCODER_MODEL: a local HF BERT folder; "" = bundled MiniLM
     encoder_device: str = "auto"  # RECSTREAM_ENCODER_DEVICE: "auto", "cpu", "cuda", "cuda:1"
@@ -182,6 +188,8 @@ class Settings:
     def _check_state_store(self) -> None:
         if self.ranker not in RANKERS:
             raise ValueError(f"RECSTREAM_RANKER: expected one of {', '.join(RANKERS)}")
+        if self.retrieval not in RETRIEVALS:
+            raise ValueError(f"RECSTREAM_RETRIEVAL: expected one of {', '.join(RETRIEVALS)}")
         if self.state_store not in STATE_STORES:
             raise ValueError(
                 f"RECSTREAM_STATE_STORE: expected one of {', '.join(STATE_STORES)}, "

@@ -257,6 +257,52 @@ class CoVisitation(StreamModel):
                 scores = scores + 1e-9 * events / top
         return scores
 
+    def neighbourhood(self, history: Sequence[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, scores)``: :meth:`score_from`'s nonzero part, sorted by row, without a
+        catalogue-sized array: the union of the history items' stored neighbours (at most
+        ``window x 2 max_stored`` rows). No tie break (ties are what the other signals settle).
+        """
+        n_isq = self._isq.shape[0]
+        cols_parts, vals_parts = [], []
+        decay = 1.0
+        for row, weight in reversed(history):
+            if row < n_isq and self._isq[row] > 0:
+                if self.max_neighbors is None:
+                    cols, vals = self.pairs.row(row)
+                else:
+                    cols, vals = self.pairs.top(row, self.max_neighbors, self._isq)
+                cols_parts.append(cols)
+                vals_parts.append(vals * (weight * decay * self._isq[row]))
+            decay *= self.recency
+        if not cols_parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        rows, inverse = np.unique(np.concatenate(cols_parts), return_inverse=True)
+        scores = np.bincount(inverse, np.concatenate(vals_parts), minlength=rows.size)
+        inside = rows < n_isq
+        scores = scores * np.where(inside, self._isq[np.where(inside, rows, 0)], 0.0)
+        keep = scores != 0
+        return rows[keep].astype(np.int64), scores[keep]
+
+    def score_at(self, history: Sequence[tuple[int, float]], rows: np.ndarray) -> np.ndarray:
+        """:meth:`score_from` at ``rows`` only (without its tie break), from
+        :meth:`neighbourhood`: the cost follows the history's neighbours, not the catalogue.
+
+        >>> cv = CoVisitation()
+        >>> for n, (u, i) in enumerate([("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "c")]):
+        ...     cv.learn(Event(str(n), u, i, "purchase", float(n)))
+        >>> hist = cv.history("u2")
+        >>> full = cv.score_from(hist, len(cv.index))
+        >>> rows = np.array([2, 1])
+        >>> bool(np.allclose(cv.score_at(hist, rows), full[rows]))
+        True
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        support, scores = self.neighbourhood(history)
+        if not support.size or not rows.size:
+            return np.zeros(rows.size)
+        at = np.minimum(np.searchsorted(support, rows), support.size - 1)
+        return np.where(support[at] == rows, scores[at], 0.0)
+
     def history(self, user_id: str) -> list[tuple[int, float]]:
         """The user's counted history, oldest first: ``(row, weight)`` of their last
         ``window`` events of the counted types (empty for an unknown user)."""

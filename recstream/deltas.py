@@ -29,6 +29,13 @@ The bundle is ``{"format": 1, "n_events": ..., "covisit": ..., "popularity": ...
 * ``ranker`` (optional; absent or None without a learned ranker) — ``{"features": [...],
   "dw": array}``: the sum of the steps the worker's ranker took since its last export. Sums, like
   the MF steps; parts for different feature lists cannot combine (a ValueError).
+* ``transitions`` (optional; absent or None from models without one) — item -> next-item
+  counts (:mod:`recstream.transitions`): ``pair_a`` -> ``pair_b`` (directed) decayed sums
+  ``pair_w`` as of the clock ``at``, like ``popularity``; sums, order-independent up to float
+  rounding (a difference that rounding leaves next to zero is dropped).
+* ``context`` (optional, likewise) — per item and context cell (``"hour=3"``, ``"device=tv"``:
+  :mod:`recstream.context`) the weighted event counts: ``item``, ``cell`` (positions in
+  ``items``, ``cells``) and ``count``. Sums: combining is exact and order-independent.
 * ``n_events`` — events learned since the last export. The popularity clocks count events:
   a worker's clock is the events it learned plus the events of every delta it merged, i.e. the
   group's event count as of the last exchange plus its own since (see docs/evaluation/sharding.md).
@@ -221,6 +228,75 @@ def empty_delta() -> Delta:
     }
 
 
+def combine_transitions(parts: Sequence[Delta | None], signs: Sequence[float]) -> Delta | None:
+    """The signed sum of transition deltas at their latest clock; None when no part has any."""
+    present = [(p, s) for p, s in zip(parts, signs, strict=True) if p is not None]
+    if not present:
+        return None
+    half_lives = {p["half_life"] for p, _ in present}
+    if len(half_lives) > 1:
+        raise ValueError(f"transition deltas with different half-lives: {half_lives}")
+    at = max(float(p["at"]) for p, _ in present)
+    items, maps = _union([p["items"] for p, _ in present])
+    m = max(len(items), 1)
+    keys, values = [], []
+    for (p, sign), rows in zip(present, maps, strict=True):
+        a = rows[np.asarray(p["pair_a"], dtype=np.int64)]
+        b = rows[np.asarray(p["pair_b"], dtype=np.int64)]
+        keys.append(a * m + b)  # directed: (a, b) and (b, a) are two transitions
+        values.append(sign * _rescale({**p, "values": p["pair_w"]}, at))
+    key, value = np.concatenate(keys), np.concatenate(values)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    w = np.bincount(inverse, value, minlength=uniq.size)
+    # what a subtraction leaves of a pair (float rounding of the rescaled parts) is not a count
+    scale = np.bincount(inverse, np.abs(value), minlength=uniq.size)
+    keep = np.abs(w) > 1e-9 * scale
+    uniq, w = uniq[keep], w[keep]
+    pair_a, pair_b = uniq // m, uniq % m
+    used = np.zeros(len(items), dtype=bool)
+    used[pair_a] = used[pair_b] = True
+    kept, new = _select(items, used)
+    return {
+        "items": kept,
+        "pair_a": new[pair_a],
+        "pair_b": new[pair_b],
+        "pair_w": w,
+        "at": at,
+        "half_life": half_lives.pop(),
+    }
+
+
+def combine_context(parts: Sequence[Delta | None], signs: Sequence[float]) -> Delta | None:
+    """The signed sum of context-count deltas; None when no part has any."""
+    present = [(p, s) for p, s in zip(parts, signs, strict=True) if p is not None]
+    if not present:
+        return None
+    items, item_maps = _union([p["items"] for p, _ in present])
+    cells, cell_maps = _union([p["cells"] for p, _ in present])
+    width = max(len(cells), 1)
+    keys, counts = [], []
+    for (p, sign), item_map, cell_map in zip(present, item_maps, cell_maps, strict=True):
+        item = item_map[np.asarray(p["item"], dtype=np.int64)]
+        keys.append(item * width + cell_map[np.asarray(p["cell"], dtype=np.int64)])
+        counts.append(sign * np.asarray(p["count"], dtype=np.float64))
+    uniq, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    total = np.bincount(inverse, np.concatenate(counts), minlength=uniq.size)
+    uniq, total = uniq[total != 0], total[total != 0]
+    item_keep = np.zeros(len(items), dtype=bool)
+    item_keep[uniq // width] = True
+    cell_keep = np.zeros(len(cells), dtype=bool)
+    cell_keep[uniq % width] = True
+    kept_items, new_item = _select(items, item_keep)
+    kept_cells, new_cell = _select(cells, cell_keep)
+    return {
+        "items": kept_items,
+        "cells": kept_cells,
+        "item": new_item[uniq // width],
+        "cell": new_cell[uniq % width],
+        "count": total,
+    }
+
+
 def combine_ranker(parts: Sequence[Delta | None], signs: Sequence[float]) -> Delta | None:
     """The signed sum of ranker weight steps; None when no part has any."""
     present = [(p, s) for p, s in zip(parts, signs, strict=True) if p is not None]
@@ -259,6 +335,8 @@ def combine(deltas: Sequence[Delta]) -> Delta:
         "fresh": combine_decayed([d["fresh"] for d in deltas], ones, op="min"),
         "mf": combine_mf([d["mf"] for d in deltas], ones),
         "ranker": combine_ranker([d.get("ranker") for d in deltas], ones),
+        "transitions": combine_transitions([d.get("transitions") for d in deltas], ones),
+        "context": combine_context([d.get("context") for d in deltas], ones),
     }
 
 
@@ -289,6 +367,10 @@ def subtract(total: Delta, part: Delta) -> Delta:
         "fresh": fresh,
         "mf": combine_mf([total["mf"], part["mf"]], signs),
         "ranker": combine_ranker([total.get("ranker"), part.get("ranker")], signs),
+        "transitions": combine_transitions(
+            [total.get("transitions"), part.get("transitions")], signs
+        ),
+        "context": combine_context([total.get("context"), part.get("context")], signs),
     }
 
 
@@ -311,4 +393,5 @@ def is_empty(delta: Delta) -> bool:
         and not any(delta[c]["items"] for c in ("covisit", "popularity", "fresh", "mf"))
         and not delta["mf"]["mean_n"]
         and (delta.get("ranker") is None or not np.any(delta["ranker"]["dw"]))
+        and all(delta.get(c) is None or not delta[c]["items"] for c in ("transitions", "context"))
     )

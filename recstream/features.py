@@ -1,9 +1,12 @@
 """Per-candidate features for the learned ranker (:mod:`recstream.ranker`), over the catalogue.
 
-Every feature is one numpy array over the item index rows, scaled to about [0, 1] over the
+Every feature is one numpy array over a list's *scope*, scaled to about [0, 1] over the
 user's candidates (the ``mask``), computed with vector operations (co-visitation scatter-adds,
-one matrix-vector product for content), never a Python loop over items. :func:`feature_matrix`
-stacks the ones a ranker names into an ``(n_items, n_features)`` matrix.
+one matrix-vector product for content), never a Python loop over items. The scope
+(:class:`Scope`) is either every item index row (the exact path) or the rows a two-stage list
+gathered (:mod:`recstream.retrieval`): then every array is aligned with those rows, and nothing
+costs O(catalogue). :func:`feature_matrix` stacks the ones a ranker names into an
+``(n_rows, n_features)`` matrix.
 
 The hybrid's five signals (:data:`BASE_FEATURES`, exactly as the fixed hybrid scales them):
 
@@ -26,6 +29,18 @@ Further features (:data:`EXTRA_FEATURES`):
   the most touched one. It lets content and freshness weigh more for the items that have
   nothing else (cold items), without raising them for every item.
 
+Sequence and context (issue 11, item 2; each reads a model the recommender keeps only when the
+ranker names the feature):
+
+* ``transition`` what people touch *next* after the user's last items: decayed item -> next-item
+  transitions (:mod:`recstream.transitions`), ÷ max;
+* ``content_attention`` each candidate attends over the user's recent items, the current
+  session's counting most (:mod:`recstream.interest`): close to *any* of them scores high, where
+  ``content`` compares with one decayed mean; min-max like ``content``;
+* ``context_hour``, ``context_device`` log of the candidate's lift in the user's current time of
+  day and device (:mod:`recstream.context`), unscaled: a log-probability ratio is what a
+  multinomial logit adds as it is, and 0 means "no information".
+
 >>> from recstream.events import Event, Item
 >>> from recstream.recommender import Recommender
 >>> rec = Recommender()
@@ -43,9 +58,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from recstream.interest import attention_history, attention_scores
 
 if TYPE_CHECKING:
     from recstream.recommender import Recommender
@@ -56,6 +74,7 @@ __all__ = [
     "DEFAULT_FEATURES",
     "EXTRA_FEATURES",
     "FeatureCache",
+    "Scope",
     "feature_matrix",
     "minmax_scale",
     "unit_scale",
@@ -82,19 +101,44 @@ def minmax_scale(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-_Extra = Callable[["Recommender", str, "UserState | None", np.ndarray, dict], np.ndarray]
+@dataclass(frozen=True)
+class Scope:
+    """The rows a list scores: every item index row (``rows`` None: arrays over the whole
+    catalogue) or the candidate ``rows`` of a two-stage list (arrays aligned with them);
+    ``mask`` marks the candidates over the scope, what every scale is taken over."""
+
+    n_items: int
+    mask: np.ndarray
+    rows: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return self.n_items if self.rows is None else int(self.rows.size)
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.size)
+
+    def at(self, values: np.ndarray) -> np.ndarray:
+        """A per-row array (over at least the scope's rows) read at the scope."""
+        return values[: self.n_items] if self.rows is None else values[self.rows]
 
 
-def _covisit_from(rec: Recommender, history: list[tuple[int, float]], mask: np.ndarray):
-    n = len(rec.index)
+_Extra = Callable[["Recommender", str, "UserState | None", Scope, dict], np.ndarray]
+
+
+def _covisit_from(rec: Recommender, history: list[tuple[int, float]], scope: Scope):
     if not history:
-        return np.zeros(n)
-    return unit_scale(rec.covisit.score_from(history, n), mask)
+        return scope.zeros()
+    if scope.rows is None:
+        raw = rec.covisit.score_from(history, scope.n_items)
+    else:
+        raw = rec.covisit.score_at(history, scope.rows)
+    return unit_scale(raw, scope.mask)
 
 
-def _covisit_session(rec, user_id, state, mask, signals) -> np.ndarray:
+def _covisit_session(rec, user_id, state, scope, signals) -> np.ndarray:
     if state is None:
-        return np.zeros(len(rec.index))
+        return scope.zeros()
     cv = rec.covisit
     weights, start = cv.weights, state.session_start
     # the session's counted events, as co-visitation counts them (type weights, window)
@@ -103,36 +147,36 @@ def _covisit_session(rec, user_id, state, mask, signals) -> np.ndarray:
         for row, t, ts in state.recent
         if ts >= start and t in cv.types and weights.get(t, 0.0)
     ]
-    return _covisit_from(rec, history[-cv.window :], mask)
+    return _covisit_from(rec, history[-cv.window :], scope)
 
 
-def _covisit_last(rec, user_id, state, mask, signals) -> np.ndarray:
+def _covisit_last(rec, user_id, state, scope, signals) -> np.ndarray:
     history = rec.covisit.history(user_id)
-    return _covisit_from(rec, history[-1:], mask)
+    return _covisit_from(rec, history[-1:], scope)
 
 
-def _item_events(rec, user_id, state, mask, signals) -> np.ndarray:
+def _item_events(rec, user_id, state, scope, signals) -> np.ndarray:
     if "item_events" not in signals:  # computed once per list (the *_x_new features use it)
-        events = rec.covisit.item_events(len(rec.index))
-        signals["item_events"] = unit_scale(np.log1p(events), mask)
+        events = scope.at(rec.covisit.item_events(len(rec.index)))
+        signals["item_events"] = unit_scale(np.log1p(events), scope.mask)
     return signals["item_events"]
 
 
 def _crossed(signal: str, gate: Callable[[UserState | None], float]) -> _Extra:
-    def feature(rec, user_id, state, mask, signals) -> np.ndarray:
+    def feature(rec, user_id, state, scope, signals) -> np.ndarray:
         g = gate(state)
         s = signals.get(signal)
-        return np.zeros(len(rec.index)) if s is None or g == 0.0 else g * s
+        return scope.zeros() if s is None or g == 0.0 else g * s
 
     return feature
 
 
 def _for_new_items(signal: str) -> _Extra:
-    def feature(rec, user_id, state, mask, signals) -> np.ndarray:
+    def feature(rec, user_id, state, scope, signals) -> np.ndarray:
         s = signals.get(signal)
         if s is None:
-            return np.zeros(len(rec.index))
-        return s * (1.0 - _item_events(rec, user_id, state, mask, signals))
+            return scope.zeros()
+        return s * (1.0 - _item_events(rec, user_id, state, scope, signals))
 
     return feature
 
@@ -145,6 +189,44 @@ def _last_buy(state: UserState | None) -> float:
     return 1.0 if state is not None and state.recent and state.recent[-1][1] == "purchase" else 0.0
 
 
+def _transition(rec, user_id, state, scope, signals) -> np.ndarray:
+    model = rec.transitions
+    if model is None:  # a model pickled before it existed, or a ranker built without it
+        return scope.zeros()
+    return unit_scale(model.score(user_id, scope.rows), scope.mask)
+
+
+def _content_attention(rec, user_id, state, scope, signals) -> np.ndarray:
+    index, c = rec.index, rec.config
+    if state is None or not index.n_vectors:
+        return scope.zeros()
+    history = attention_history(
+        state,
+        c.event_weights,
+        index.has_vector,
+        n_items=c.attention_items,
+        recency=c.attention_recency,
+        session_boost=c.attention_session_boost,
+    )
+    if not history:
+        return scope.zeros()
+    sim = attention_scores(index, history, scope.rows, temperature=c.attention_temperature)
+    has = scope.at(index.has_vector)
+    # min-max over the candidates with a vector, as ``content``: cosines crowd in a narrow band
+    return np.where(has, minmax_scale(sim, scope.mask & has), 0.0)
+
+
+def _context(key: str) -> _Extra:
+    def feature(rec, user_id, state, scope, signals) -> np.ndarray:
+        model = rec.context
+        if model is None:
+            return scope.zeros()
+        # clipped: a lift of e**3 or more says nothing the ranker could use more of
+        return np.clip(model.score(user_id, key, scope.rows), -3.0, 3.0)
+
+    return feature
+
+
 EXTRA_FEATURES: dict[str, _Extra] = {
     "covisit_session": _covisit_session,
     "covisit_last": _covisit_last,
@@ -152,6 +234,10 @@ EXTRA_FEATURES: dict[str, _Extra] = {
     **{f"hist_x_{s}": _crossed(s, _history) for s in BASE_FEATURES},
     **{f"lastbuy_x_{s}": _crossed(s, _last_buy) for s in BASE_FEATURES},
     **{f"{s}_x_new": _for_new_items(s) for s in BASE_FEATURES},
+    "transition": _transition,
+    "content_attention": _content_attention,
+    "context_hour": _context("hour"),
+    "context_device": _context("device"),
 }
 # The learned ranker's default features (chosen on the first half of ml-latest-small only:
 # docs/evaluation/ranker.md).
@@ -161,27 +247,33 @@ DEFAULT_FEATURES = (
     "item_events",
     "content_x_new",
     "fresh_x_new",
+    "transition",
 )
 
 
 def feature_matrix(
-    rec: Recommender, user_id: str, mask: np.ndarray, names: Sequence[str]
+    rec: Recommender,
+    user_id: str,
+    mask: np.ndarray,
+    names: Sequence[str],
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``(X, signals)``: ``X`` the ``(n_items, len(names))`` features of every item row for
-    ``user_id``, scaled over the candidates ``mask``; ``signals`` the hybrid's base signals
-    (those the user has), for the reasons of a list."""
-    signals = rec._signals(user_id, mask, every=True)
+    """``(X, signals)``: ``X`` the ``(n_rows, len(names))`` features for ``user_id`` of every
+    item row (``rows`` None) or of ``rows`` (a two-stage list's candidates), scaled over the
+    candidates ``mask`` (over the same scope); ``signals`` the hybrid's base signals (those the
+    user has), for the reasons of a list."""
+    signals = rec._signals(user_id, mask, every=True, rows=rows)
     memo = dict(signals)  # the extra features' shared parts (item_events) join it
     state = rec.users.get(user_id)
-    n = len(rec.index)
+    scope = Scope(len(rec.index), mask, rows)
     columns = []
     for name in names:
         if name in signals:
             columns.append(signals[name])
         elif name in EXTRA_FEATURES:
-            columns.append(EXTRA_FEATURES[name](rec, user_id, state, mask, memo))
+            columns.append(EXTRA_FEATURES[name](rec, user_id, state, scope, memo))
         elif name in BASE_FEATURES:  # a signal this user has none of yet (no history)
-            columns.append(np.zeros(n))
+            columns.append(scope.zeros())
         else:
             raise ValueError(f"unknown feature {name!r}")
     # stacked feature-major (contiguous copies), used through the transposed view

@@ -239,6 +239,37 @@ class ItemIndex:
                 return proj @ (query @ basis)
         return self.vectors @ query
 
+    def similarity_at(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Cosine similarity of ``rows`` with ``query`` on the full vectors (0 without a
+        vector): O(len(rows)), no projection to refit."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.dim is None or not rows.size:
+            return np.zeros(rows.size, dtype=np.float32)
+        return self._vectors[rows] @ np.asarray(query, dtype=np.float32)
+
+    def item_similarities(
+        self, query_rows: np.ndarray, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Cosines ``(n, len(query_rows))`` of every row (``rows`` None) or of ``rows`` with the
+        items at ``query_rows``, in the ``reduce_dim`` projection when there is one (as
+        :meth:`similarity` with ``approx=True``: the same numbers); 0 for rows without a vector.
+        One ``(n, r) x (r, m)`` product: many queries for the price of one pass.
+
+        >>> index = ItemIndex(dim=2)
+        >>> index.set_vectors(["a", "b", "c"], np.array([[1, 0], [0, 1], [0.6, 0.8]]))
+        >>> sims = index.item_similarities(np.array([0, 2]), rows=np.array([1]))
+        >>> sims.shape, [round(float(x), 2) for x in sims[0]]
+        ((1, 2), [0.0, 0.8])
+        """
+        query_rows = np.asarray(query_rows, dtype=np.int64)
+        n = len(self.ids) if rows is None else len(rows)
+        if self.dim is None or not len(self.ids):
+            return np.zeros((n, query_rows.size), dtype=np.float32)
+        projection = self._projection()
+        matrix = self.vectors if projection is None else projection[1]
+        targets = matrix if rows is None else matrix[np.asarray(rows, dtype=np.int64)]
+        return targets @ matrix[query_rows].T
+
     def search(
         self, query: np.ndarray, k: int = 10, exclude: Iterable[str] = ()
     ) -> list[tuple[str, float]]:

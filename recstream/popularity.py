@@ -204,3 +204,26 @@ class Popularity(StreamModel):
         if self.half_life is None or self._t_ref is None:
             return scores.copy()
         return scores * 2.0 ** (-(max(now, self._t) - self._t_ref) / self.half_life)
+
+    def values_at(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """:meth:`values` at ``rows`` only (0 past the counted rows): O(len(rows)), for a
+        list that scores a few candidates of a large catalogue."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self._scores = grow(self._scores, len(self.index))  # amortised: doubles when it grows
+        out = self._scores[rows]
+        if self.half_life is None or self._t_ref is None:
+            return out
+        return out * 2.0 ** (-(max(now, self._t) - self._t_ref) / self.half_life)
+
+    def frame_total(self, row: int) -> tuple[float | None, float]:
+        """``(frame, total)``: ``row``'s count stored inflated in the current frame. Totals of
+        one frame compare as the decayed values do (every row decays alike) and only grow, so
+        a top-N pool can follow them per event; a new ``frame`` (a rescale) invalidates it."""
+        total = float(self._scores[row]) if row < self._scores.shape[0] else 0.0
+        return self._t_ref, total
+
+    def frame_totals(self) -> tuple[float | None, np.ndarray]:
+        """``(frame, totals)``: :meth:`frame_total` of every row (a read-only view)."""
+        n = len(self.index)
+        self._scores = grow(self._scores, n)
+        return self._t_ref, self._scores[:n]

@@ -30,10 +30,15 @@ def explain(
     state,
     signals: dict[str, np.ndarray],
     weights: dict[str, float],
+    at: np.ndarray | None = None,
 ) -> list[str]:
-    """One short reason per row: the signal that contributed most to its score."""
+    """One short reason per row: the signal that contributed most to its score.
+
+    ``signals`` are read at ``at`` (positions in their arrays, aligned with ``rows``: a
+    two-stage list's arrays cover its candidates only), or at ``rows`` when ``at`` is None."""
     names = list(signals)
-    contributions = np.stack([weights[name] * signals[name][rows] for name in names])
+    where = rows if at is None else at
+    contributions = np.stack([weights[name] * signals[name][where] for name in names])
     best = [names[j] for j in contributions.argmax(axis=0)]
     content_anchor = _content_anchors(rec, rows, best, state)
     covisit_history = [r for r, _ in reversed(rec.covisit.history(user_id))]

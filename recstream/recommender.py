@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recstream.context import ContextAffinity
 from recstream.covisit import CoVisitation
 from recstream.deltas import FORMAT as DELTA_FORMAT
 from recstream.diversify import mmr
@@ -56,7 +57,9 @@ from recstream.popularity import Popularity
 from recstream.ranker import OnlineRanker
 from recstream.reasons import explain
 from recstream.recommender_config import RANKERS, RecommenderConfig
+from recstream.retrieval import TwoStage
 from recstream.state import EXCLUDE_MODES, UserStore
+from recstream.transitions import Transitions
 
 __all__ = ["RANKERS", "Recommender", "RecommenderConfig"]
 
@@ -93,6 +96,12 @@ class Recommender:
     # (also for models pickled before the ranker existed).
     ranker: OnlineRanker | None = None
     _feature_cache: FeatureCache | None = None
+    # The sequence and context models behind the ranker's features (transition, context_*):
+    # None when no feature reads them (also for models pickled before they existed).
+    transitions: Transitions | None = None
+    context: ContextAffinity | None = None
+    # The two-stage candidate sources (recstream/retrieval.py); None: exact lists only.
+    retrieval: TwoStage | None = None
 
     def __init__(
         self,
@@ -155,6 +164,21 @@ class Recommender:
             **shared,
         )
         self._fresh_marked = np.zeros(0, dtype=bool)
+        # Kept only when the learned ranker reads them: a model nobody scores with would cost
+        # every event an update and every checkpoint its counts.
+        features = set(c.ranker_features) if c.ranker == "learned" else set()
+        if "transition" in features:
+            self.transitions = Transitions(
+                half_life=c.transition_half_life or None,
+                weights=c.event_weights,
+                n_last=c.transition_last,
+                recency=c.transition_recency,
+                beta=c.transition_beta,
+                max_stored=c.transition_max_stored,
+                **shared,
+            )
+        if features & {"context_hour", "context_device"}:
+            self.context = ContextAffinity(weights=c.event_weights, prior=c.context_prior, **shared)
         self._text_hash: dict[str, str] = {}
         self.n_events = 0
         if c.ranker == "learned":
@@ -172,6 +196,8 @@ class Recommender:
                 seed=seed,
             )
             self._feature_cache = FeatureCache()
+        if c.retrieval != "exact":
+            self.retrieval = TwoStage(index=c.retrieval_index, sample=c.retrieval_sample, seed=seed)
 
     # -- catalogue ---------------------------------------------------------------------------
     @property
@@ -196,6 +222,8 @@ class Recommender:
             # released while the stream runs (new, or learned from events while it waited for
             # this entry): fresh from now; an item marked fresh before keeps its clock
             self._mark_fresh(row)
+        if not was_active and self.retrieval is not None:
+            self.retrieval.on_activate(self, row)
         digest = item.text_hash
         changed = self._text_hash.get(item.item_id) != digest
         self._text_hash[item.item_id] = digest
@@ -205,11 +233,18 @@ class Recommender:
         """Never recommend ``item_id`` again (until it is upserted again)."""
         self._stale()
         self.index.delete(item_id)
+        row = self.index.row(item_id)
+        if row is not None and self.retrieval is not None:
+            self.retrieval.on_delete(row)
 
     def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
         """Store content vectors (float32, L2-normalised) for ``item_ids``."""
         self._stale()
-        self.index.set_vectors(list(item_ids), vectors)
+        item_ids = list(item_ids)
+        self.index.set_vectors(item_ids, vectors)
+        if self.retrieval is not None:
+            rows = np.fromiter((self.index.rows[i] for i in item_ids), np.int64, len(item_ids))
+            self.retrieval.on_vectors(self, rows)
 
     # -- learning ----------------------------------------------------------------------------
     def learn(self, event: Event) -> None:
@@ -226,7 +261,13 @@ class Recommender:
         # (the positive itself is never drawn, so the order only matters for clarity).
         self.mf.update(event.user_id, row, event.type)
         self.covisit.update(event.user_id, row, event.type)
+        if self.transitions is not None:
+            self.transitions.update(event.user_id, row, event.type, clock=self.n_events)
+        if self.context is not None:
+            self.context.update(event.user_id, row, event)
         self.popularity.add(row, c_weights.get(event.type, 0.0), float(self.n_events))
+        if self.retrieval is not None:
+            self.retrieval.on_counts(self, [row])
         self.users.update(event, row, self.index.vector(event.item_id), clock=self.n_events)
 
     def forget_user(self, user_id: str) -> bool:
@@ -238,6 +279,9 @@ class Recommender:
         known = self.users.forget(user_id)
         known |= self.covisit.forget_user(user_id)
         known |= self.mf.forget_user(user_id)
+        for model in (self.transitions, self.context):
+            if model is not None:
+                known |= model.forget_user(user_id)
         return known
 
     # -- portable user state: per-partition stores, idle users out of memory ----------------
@@ -246,6 +290,9 @@ class Recommender:
         known = dict.fromkeys(self.users)
         known.update(dict.fromkeys(self.covisit.user_ids()))
         known.update(dict.fromkeys(self.mf.user_ids()))
+        for model in (self.transitions, self.context):
+            if model is not None:
+                known.update(dict.fromkeys(model.user_ids()))
         return iter(list(known))
 
     def export_user(self, user_id: str) -> dict | None:
@@ -254,7 +301,9 @@ class Recommender:
         Items are named by id, never by this worker's rows, so :meth:`import_user` reads it on
         any worker: ``{"format", "user"`` (history, seen, purchased, counts, sessions, profile
         sum), ``"covisit"`` (the co-visitation window), ``"mf"`` (factors, bias, optimiser
-        state)``}``; numpy arrays for vectors, so pickle it (not JSON).
+        state), ``"transitions"`` (the last items), ``"context"`` (the current context)``}``,
+        the last two None without those models (and absent from exports of models before
+        them: the format is the same); numpy arrays for vectors, so pickle it (not JSON).
 
         >>> from recstream.events import Event, Item
         >>> a, b = Recommender(), Recommender()
@@ -272,9 +321,18 @@ class Recommender:
         user = self.users.export_user(user_id, self.index.ids)
         covisit = self.covisit.export_user(user_id)
         mf = self.mf.export_user(user_id)
-        if user is None and covisit is None and mf is None:
+        transitions = None if self.transitions is None else self.transitions.export_user(user_id)
+        context = None if self.context is None else self.context.export_user(user_id)
+        if all(x is None for x in (user, covisit, mf, transitions, context)):
             return None
-        return {"format": USER_FORMAT, "user": user, "covisit": covisit, "mf": mf}
+        return {
+            "format": USER_FORMAT,
+            "user": user,
+            "covisit": covisit,
+            "mf": mf,
+            "transitions": transitions,
+            "context": context,
+        }
 
     def import_user(self, user_id: str, data: dict) -> None:
         """Replace ``user_id``'s state with :meth:`export_user`'s ``data``.
@@ -300,6 +358,18 @@ class Recommender:
             self.users.import_user(user_id, user, row_of)
         if mf is not None:
             self.mf.import_user(user_id, mf)
+        transitions, context = data.get("transitions"), data.get("context")
+        if self.transitions is not None:
+            if transitions is None and user is not None:
+                # from a model without transitions: the user's last items, from the history
+                recent = [(item_id, type_) for item_id, type_, _ in user["recent"]]
+                transitions = self.transitions.last_items(recent)
+            if transitions is not None:
+                for item_id, _ in transitions:
+                    row_of(item_id)  # first, with this model's rule
+                self.transitions.import_user(user_id, transitions)
+        if self.context is not None and context is not None:
+            self.context.import_user(user_id, context)
 
     def drop_user(self, user_id: str) -> bool:
         """Remove ``user_id`` from memory (a partition left this worker, or the user is idle
@@ -321,6 +391,8 @@ class Recommender:
         if not self._fresh_marked[row]:
             self._fresh_marked[row] = True
             self.fresh.add(row, 1.0, float(self.n_events))
+            if self.retrieval is not None:
+                self.retrieval.on_fresh(row)
 
     # -- item deltas: several workers, each with its own users, share the item side ----------
     def track_item_deltas(self) -> None:
@@ -328,8 +400,9 @@ class Recommender:
         if self._delta_clock is None:
             for model in (self.covisit, self.popularity, self.fresh, self.mf):
                 model.track_deltas()
-            if self.ranker is not None:
-                self.ranker.track_deltas()
+            for extra in (self.ranker, self.transitions, self.context):
+                if extra is not None:
+                    extra.track_deltas()
             self._delta_clock = self.n_events
 
     def item_delta(self) -> dict:
@@ -366,6 +439,9 @@ class Recommender:
             "mf": self.mf.export_delta(),
             # the learned ranker's weight steps (it learns from every user's purchases alike)
             "ranker": self.ranker.export_delta() if self.ranker is not None else None,
+            # the sequence and context models' counts, when the ranker reads them
+            "transitions": None if self.transitions is None else self.transitions.export_delta(),
+            "context": None if self.context is None else self.context.export_delta(),
         }
 
     def apply_item_delta(self, delta: dict) -> None:
@@ -385,41 +461,73 @@ class Recommender:
         self.n_events += n  # first: merged counts are stamped no later than this clock
         if self._delta_clock is not None:
             self._delta_clock += n
-        for part in ("covisit", "popularity", "fresh", "mf"):
-            for item_id in delta[part]["items"]:
+        for part in ("covisit", "popularity", "fresh", "mf", "transitions", "context"):
+            for item_id in (delta.get(part) or {}).get("items", ()):
                 self.index.add(item_id, active=self.allow_unknown_items)
         self.covisit.merge_delta(delta["covisit"])
         self.popularity.merge_delta(delta["popularity"])
         self.mf.merge_delta(delta["mf"])
-        if self.ranker is not None and delta.get("ranker") is not None:
-            self.ranker.merge_delta(delta["ranker"])
+        for name, model in (
+            ("ranker", self.ranker),
+            ("transitions", self.transitions),
+            ("context", self.context),
+        ):
+            if model is not None and delta.get(name) is not None:
+                model.merge_delta(delta[name])
         rows = self.fresh.merge_delta(delta["fresh"], combine="min")  # the earliest mark wins
         if len(rows):
             self._fresh_marked = grow(self._fresh_marked, len(self.index), fill=False)
             self._fresh_marked[rows] = True
+        if self.retrieval is not None:
+            for row in rows:
+                self.retrieval.on_fresh(int(row))
+            rows_of = self.index.rows
+            counted = {rows_of[i] for part in ("popularity", "mf") for i in delta[part]["items"]}
+            self.retrieval.on_counts(self, sorted(counted))
 
     # -- scoring -----------------------------------------------------------------------------
     def _signals(
-        self, user_id: str, valid: np.ndarray, every: bool = False
+        self,
+        user_id: str,
+        valid: np.ndarray,
+        every: bool = False,
+        rows: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """The signals scaled over ``valid``: those with a weight, or ``every`` one (ranker)."""
+        """The signals scaled over ``valid``: those with a weight, or ``every`` one (ranker).
+
+        Over every catalogue row (``rows`` None), or over ``rows`` only (a two-stage list:
+        arrays aligned with ``rows``, ``valid`` a mask over them, nothing catalogue-sized).
+        """
         c = self.config
         out: dict[str, np.ndarray] = {}
         now = float(self.n_events)
-        pop = np.log1p(self.popularity.values(now))
-        out["popularity"] = _unit(pop, valid)
-        out["fresh"] = self.fresh.values(now)  # already in [0, 1]
+        every_row = rows is None
+        pop = self.popularity.values(now) if every_row else self.popularity.values_at(rows, now)
+        out["popularity"] = _unit(np.log1p(pop), valid)
+        # already in [0, 1]
+        out["fresh"] = self.fresh.values(now) if every_row else self.fresh.values_at(rows, now)
         state = self.users.get(user_id)
         if state is None:
             return out
         if c.w_covisit or every:
-            out["covisit"] = _unit(self.covisit.score(user_id), valid)
+            if every_row:
+                covisit = self.covisit.score(user_id)
+            else:
+                covisit = self.covisit.score_at(self.covisit.history(user_id), rows)
+            out["covisit"] = _unit(covisit, valid)
         if c.w_mf or every:
-            out["mf"] = _minmax(self.mf.score(user_id), valid)
+            mf = self.mf.score(user_id) if every_row else self.mf.score_at(user_id, rows)
+            out["mf"] = _minmax(mf, valid)
         profile = state.profile()
-        if (c.w_content or every) and profile is not None and self.index.n_vectors:
-            sim = self.index.similarity(profile, approx=True)
-            has = self.index.has_vector
+        if (c.w_content or every) and profile is not None and self.index.dim is not None:
+            if every_row:
+                if not self.index.n_vectors:
+                    return out
+                sim = self.index.similarity(profile, approx=True)
+                has = self.index.has_vector
+            else:  # a few rows: full-width cosines, no projection to keep fitted
+                sim = self.index.similarity_at(profile, rows)
+                has = self.index.has_vector[rows]
             # min-max over the candidates: raw cosines of sentence embeddings crowd into a
             # narrow band, so only their spread carries information
             out["content"] = np.where(has, _minmax(sim, valid & has), 0.0)
@@ -435,6 +543,14 @@ class Recommender:
             "fresh": c.w_fresh,
         }
 
+    def two_stage_active(self) -> bool:
+        """Whether lists gather candidates now (``retrieval`` and the catalogue's size)."""
+        if self.retrieval is None:
+            return False
+        if self.config.retrieval == "two_stage":
+            return True
+        return len(self.index) >= self.config.retrieval_min_items  # "auto" (rows, not active)
+
     def recommend(
         self, user_id: str, k: int = 10, *, exclude: str | None = None
     ) -> list[ScoredItem]:
@@ -442,35 +558,48 @@ class Recommender:
         mode = exclude or self.exclude
         if mode not in EXCLUDE_MODES:
             raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {mode!r}")
-        n = len(self.index)
-        if n == 0 or k <= 0:
+        if len(self.index) == 0 or k <= 0:
             return []
         state = self.users.get(user_id)
-        valid = self._candidates(state, mode)
-        if self.ranker is None:
-            weights = self._weights()
-            signals = self._signals(user_id, valid)
-            total = np.zeros(n, dtype=np.float64)
-            for name, s in signals.items():
-                total += weights[name] * s
-        else:
-            X, signals = feature_matrix(self, user_id, valid, self.ranker.features)
-            total = self.ranker.score(X)
-            weights = {name: self.ranker.weights.get(name, 0.0) for name in signals}
-            if self._feature_cache is not None:  # the step on this user's next event reuses X
-                self._feature_cache.put((user_id, self.n_events, mode), (X, valid))
+        # the scope: every row (exact) or the gathered candidates (two-stage); positions below
+        # index into it, `rows` maps them back to item rows
+        rows = self.retrieval.gather(self, user_id, mode) if self.two_stage_active() else None
+        valid = self._candidates(state, mode) if rows is None else np.ones(rows.size, bool)
+        total, signals, weights = self._score(user_id, valid, mode, rows)
         diversity = getattr(self.config, "diversity", 0.0)  # pickles from before the knob
-        if diversity and self.index.n_vectors:
+        if diversity and self.index.dim is not None:
             pool = top_k(total, max(k, self.config.diversity_pool), valid=valid)
-            rows = mmr(pool, total[pool], self.index.vectors, self.index.has_vector, k, diversity)
+            at = pool if rows is None else rows[pool]
+            vectors, has = self.index.vectors[at], self.index.has_vector[at]
+            picked = pool[mmr(np.arange(pool.size), total[pool], vectors, has, k, diversity)]
         else:
-            rows = top_k(total, k, valid=valid)
-        reasons = explain(self, rows, user_id, state, signals, weights)
+            picked = top_k(total, k, valid=valid)
+        items = picked if rows is None else rows[picked]
+        local = {name: s[picked] for name, s in signals.items()}
+        reasons = explain(self, items, user_id, state, local, weights, at=np.arange(picked.size))
         ids = self.index.ids
         return [
-            ScoredItem(ids[r], float(total[r]), reason)
-            for r, reason in zip(rows, reasons, strict=True)
+            ScoredItem(ids[r], float(total[p]), reason)
+            for r, p, reason in zip(items, picked, reasons, strict=True)
         ]
+
+    def _score(
+        self, user_id: str, valid: np.ndarray, mode: str, rows: np.ndarray | None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+        """``(total, signals, weights)`` over the scope: the fixed weighted sum of the signals,
+        or the learned ranker's score of the features (kept for its step on the next event)."""
+        if self.ranker is None:
+            weights = self._weights()
+            signals = self._signals(user_id, valid, rows=rows)
+            total = np.zeros(valid.shape[0], dtype=np.float64)
+            for name, s in signals.items():
+                total += weights[name] * s
+            return total, signals, weights
+        X, signals = feature_matrix(self, user_id, valid, self.ranker.features, rows=rows)
+        weights = {name: self.ranker.weights.get(name, 0.0) for name in signals}
+        if self._feature_cache is not None:  # the step on this user's next event reuses X
+            self._feature_cache.put((user_id, self.n_events, mode), (X, valid, rows))
+        return self.ranker.score(X), signals, weights
 
     def _candidates(self, state, mode: str) -> np.ndarray:
         """The rows that may be recommended: active items less the user's excluded ones."""
@@ -485,7 +614,8 @@ class Recommender:
         """The ranker's step on ``event`` before the model learns it: its item against the
         candidates, the items the user had not touched (the protocol's ``exclude="seen"``).
         An item the user touched before (a purchase after its view) is no step: it was not
-        among those candidates, and what brought the user back to it is not what ranks them."""
+        among those candidates, and what brought the user back to it is not what ranks them.
+        Two-stage: the candidates are the gathered ones, with the event's item among them."""
         row = self.index.row(event.item_id)
         state = self.users.get(event.user_id)
         if row is None or not self.index.active[row] or self.ranker is None:
@@ -493,17 +623,48 @@ class Recommender:
         if state is not None and row in state.seen:
             return
         cache = self._feature_cache
-        cached = cache.take((event.user_id, self.n_events, "seen")) if cache else None
+        cached = None
+        if (
+            cache is not None
+            and cache.key is not None
+            and cache.key[:2]
+            == (
+                event.user_id,
+                self.n_events,
+            )
+        ):
+            mode = cache.key[2]
+            cached = cache.take(cache.key)  # the list just ranked for this user, at this state
+        X = rows = None
         if cached is not None:
-            X, mask = cached  # the list just ranked for this user, at this very state
-        else:
-            mask = self._candidates(state, "seen")
-            X, _ = feature_matrix(self, event.user_id, mask, self.ranker.features)
+            X, mask, rows = cached
+            if mode != "seen" and state is not None and state.seen:
+                # a list that excluded less (a worker publishes "purchased" lists): the same
+                # features, and the step's candidates less what the user saw. The features
+                # were scaled over the wider candidates, a small difference that saves a
+                # second feature pass per event
+                seen = np.fromiter(state.seen, dtype=np.int64, count=len(state.seen))
+                if rows is None:
+                    mask = mask.copy()
+                    mask[seen[seen < mask.size]] = False
+                else:
+                    mask = mask & ~np.isin(rows, seen)
+            if rows is not None and not np.isin(row, rows):
+                X = None  # the gathered rows missed the event's item: score it with them
+        if X is None:
+            if self.two_stage_active():
+                rows = self.retrieval.gather(self, event.user_id, "seen")  # type: ignore[union-attr]
+                rows = np.union1d(rows, [row])
+                mask = np.ones(rows.size, dtype=bool)
+            else:
+                rows, mask = None, self._candidates(state, "seen")
+            X, _ = feature_matrix(self, event.user_id, mask, self.ranker.features, rows=rows)
+        positive = row if rows is None else int(np.searchsorted(rows, row))
         c = self.config
         weight = c.event_weights.get(event.type, 1.0)
         if self.covisit.item_events(row + 1)[row] < c.ranker_cold_events:  # any type, per item
             weight *= 1.0 + c.ranker_cold_boost
-        self.ranker.learn_list(X, row, mask, weight=weight, clock=self.n_events)
+        self.ranker.learn_list(X, positive, mask, weight=weight, clock=self.n_events)
 
     def _stale(self) -> None:
         """The model changed outside learn(): the cached features no longer hold."""

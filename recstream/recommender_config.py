@@ -13,11 +13,14 @@ import json
 from dataclasses import dataclass, field
 
 from recstream.features import DEFAULT_FEATURES
+from recstream.retrieval import RETRIEVALS
 from recstream.state import DEFAULT_EVENT_WEIGHTS
 
 __all__ = ["RANKERS", "RecommenderConfig"]
 
 RANKERS = ("fixed", "learned")
+# Settings only the learned ranker's features read (their prefixes).
+_RANKER_ONLY = ("ranker", "transition_", "attention_", "context_")
 
 
 @dataclass(frozen=True)
@@ -83,22 +86,50 @@ class RecommenderConfig:
     ranker_cold_events: int = 5
     ranker_shown: int = 10  # "bpr": negatives from the list it would have shown ...
     ranker_sampled: int = 10  # ... and drawn uniformly from the candidates
+    # --- the sequence and context models behind the ranker's features `transition`,
+    # `content_attention`, `context_hour`, `context_device` (recstream/transitions.py,
+    # interest.py, context.py; docs/evaluation/ranker.md). Only the learned ranker reads them
+    transition_half_life: float = 5000.0  # in events (0: no decay)
+    transition_last: int = 3  # the user's last distinct items that score candidates ...
+    transition_recency: float = 0.5  # ... each step back weighted this much less
+    transition_beta: float = 0.5  # damp destinations everything leads to: / in(j) ** beta
+    transition_max_stored: int = 100  # successors kept per item: ~2N (0: all)
+    attention_items: int = 10  # the user's recent distinct items a candidate attends over
+    attention_temperature: float = 0.1  # of the softmax over their cosines (large: the mean)
+    attention_recency: float = 0.9  # prior weight per step back ...
+    attention_session_boost: float = 2.0  # ... and times this inside the current session
+    context_prior: float = 10.0  # pseudo-events shrinking an item's context shares
     # --- diversity (recstream/diversify.py) -------------------------------------------------
     # 0 = lists exactly as scored; > 0: an MMR re-rank of the best diversity_pool candidates on
     # the item vectors, trading relevance for lists of less similar items (up to 1). The
     # accuracy-diversity trade-off on the first half of ml-latest-small: docs/evaluation/README.md
     diversity: float = 0.0
     diversity_pool: int = 50
+    # --- retrieval (recstream/retrieval.py, docs/retrieval.md) ------------------------------
+    # "exact": every list scores every catalogue row (O(n) per list; the reference).
+    # "two_stage": gather bounded candidates (co-visited neighbours, ANN searches over content
+    # and MF vectors, popular and fresh pools) plus retrieval_sample random rows, and score only
+    # those with the same signals. "auto": two-stage once the catalogue holds at least
+    # retrieval_min_items active items, where it is the cheaper of the two (the cross-over,
+    # measured: docs/retrieval.md); the sources are kept up to date from the start either way.
+    retrieval: str = "exact"
+    retrieval_index: str = "hnsw"  # "hnsw" (usearch) | "exact" (numpy scans: tests, tiny sets)
+    retrieval_min_items: int = 50_000
+    retrieval_sample: int = 1000
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.diversity <= 1.0:
             raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
+        if self.retrieval not in RETRIEVALS:
+            raise ValueError(f"retrieval must be one of {RETRIEVALS}, got {self.retrieval!r}")
 
     def digest(self) -> str:
         fields = dataclasses.asdict(self)
         if self.ranker == "fixed":  # unused settings: a fixed model's version stays as it was
-            fields = {k: v for k, v in fields.items() if not k.startswith("ranker")}
+            fields = {k: v for k, v in fields.items() if not k.startswith(_RANKER_ONLY)}
         if not self.diversity:  # off: the version of a model from before the knob
             fields = {k: v for k, v in fields.items() if not k.startswith("diversity")}
+        if self.retrieval == "exact":  # the version of a model from before two-stage lists
+            fields = {k: v for k, v in fields.items() if not k.startswith("retrieval")}
         raw = json.dumps(fields, sort_keys=True).encode()
         return hashlib.blake2b(raw, digest_size=4).hexdigest()

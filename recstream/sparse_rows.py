@@ -191,6 +191,11 @@ class SparseRows:
         positions = cached[0]
         return self._cols[i][positions], self._vals[i][positions]
 
+    def scale(self, factor: float) -> None:
+        """Multiply every stored value by ``factor`` (a decayed matrix moving its frame)."""
+        for i, n in enumerate(self._size):
+            self._vals[i][:n] *= factor
+
     def get(self, i: int, j: int) -> float:
         if i >= len(self._pos):
             return 0.0

@@ -55,7 +55,7 @@ def _new_recommender(settings: Settings):
     from recstream.recommender import Recommender, RecommenderConfig
 
     return Recommender(
-        RecommenderConfig(ranker=settings.ranker),
+        RecommenderConfig(ranker=settings.ranker, retrieval=settings.retrieval),
         seed=settings.seed,
         exclude=settings.exclude,
         allow_unknown_items=settings.allow_unknown_items,

@@ -118,8 +118,9 @@ def test_predict_one_agrees_with_score_and_trace_is_bounded():
 # --- the ranker in the hybrid ------------------------------------------------------------------
 
 # The fixed hybrid's lists on the synthetic stream, produced by the code before the learned ranker
-# existed (commit 6d02519): ids, reasons and scores to 6 decimals, hashed.
-FIXED_LISTS = "cc3e7654d8e86515056964c7fc29a7c2"
+# existed (commit 6d02519): ids, reasons and scores to 4 decimals, hashed. (6 decimals gave a
+# different digest on another CPU with the same numpy and OpenBLAS: their kernels round apart.)
+FIXED_LISTS = "8f15a9e172ea01d4845bc7b38d64af52"
 
 
 def lists_digest(rec, events):
@@ -127,11 +128,11 @@ def lists_digest(rec, events):
     for n, e in enumerate(events):
         if n % 25 == 0:
             for r in rec.recommend(e.user_id, k=10, exclude="seen" if n % 50 else "purchased"):
-                lines.append(f"{n} {r.item_id} {r.score:.6f} {r.reason}")
+                lines.append(f"{n} {r.item_id} {r.score:.4f} {r.reason}")
         rec.learn(e)
     for u in sorted({e.user_id for e in events}):
         for r in rec.recommend(u, k=10):
-            lines.append(f"{u} {r.item_id} {r.score:.6f} {r.reason}")
+            lines.append(f"{u} {r.item_id} {r.score:.4f} {r.reason}")
     return hashlib.blake2b("\n".join(lines).encode(), digest_size=16).hexdigest()
 
 
