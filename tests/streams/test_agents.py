@@ -369,7 +369,9 @@ def test_checkpoint_is_written_by_a_forked_child_with_the_state_at_fork_time(
     async def scenario() -> tuple[Path | None, Path | None]:
         await h.runtime.on_events(batch(0, 5))
         writing = asyncio.create_task(h.runtime.checkpoint())
-        await asyncio.sleep(0)  # the fork happens here; the loop is free again right after
+        # the queued outputs are flushed first, then the fork; the loop is free right after
+        while h.runtime._checkpoint_child is None and not writing.done():
+            await asyncio.sleep(0)
         await h.runtime.on_events(batch(5, 3))  # while the child writes
         assert not writing.done()  # in process, the write would have held the lock till now
         forked = await writing
