@@ -48,7 +48,9 @@ copy for ranking), so scoring every item for a user is one matrix-vector product
 
 from __future__ import annotations
 
-from collections.abc import Container, Hashable, Mapping
+import re
+from collections.abc import Container, Hashable, Iterator, Mapping
+from typing import Any
 
 from recstream.events import Event
 from recstream.index import ItemIndex
@@ -59,14 +61,18 @@ from recstream.state import DEFAULT_EVENT_WEIGHTS, StreamModel, UserStore
 
 __all__ = ["ISGD", "OPTIMIZERS", "ImplicitMF", "ImplicitMFRanker", "make_optimizer"]
 
+_ADDRESS = re.compile(r"<[\w.]*?(\w+) object at 0x[0-9a-fA-F]+>")
+
 
 class ImplicitMF(ItemDeltas, ImplicitMFRanker, StreamModel):
     """Incremental biased MF with graded positives and sampled negatives (module docstring).
 
     River's API (``learn_one``, ``predict_one``, ``rank``) works here too; ``learn_one`` steps
     the model only, without the user-store bookkeeping of :meth:`learn`. River's estimator
-    checks are run on :class:`~recstream.mf_ranker.ImplicitMFRanker`: this class's ``index`` and
-    ``users`` are shared with the hybrid, not hyper-parameters a clone could copy.
+    checks pass on this class as on :class:`~recstream.mf_ranker.ImplicitMFRanker`
+    (tests/unit/test_mf_ranker.py). ``index`` and ``users`` are the hybrid's shared state, not
+    hyper-parameters: River's ``_get_params`` reports them as None, so ``clone()`` gives a
+    fresh model with its own (a copy of the hybrid's catalogue and users would not be fresh).
 
     Parameters
     ----------
@@ -107,6 +113,14 @@ class ImplicitMF(ItemDeltas, ImplicitMFRanker, StreamModel):
             clip_gradient, negative_pool,
         )  # fmt: skip
 
+    def _get_params(self) -> dict[str, Any]:
+        return {**super()._get_params(), "index": None, "users": None}
+
+    def __repr__(self) -> str:
+        # River's repr prints every argument's attribute: the shared index and user store would
+        # show object addresses, which differ between a model and its clone.
+        return _ADDRESS.sub(r"<\1>", super().__repr__())
+
     def _seen_rows(self, user_id: Hashable) -> Container[int]:
         # The hybrid's user store already holds every item the user touched.
         state = self.users.get(user_id)
@@ -145,6 +159,22 @@ class ISGD(ImplicitMF):
     seed, exclude, index, users
         As in :class:`ImplicitMF`.
     """
+
+    @classmethod
+    def _unit_test_params(cls) -> Iterator[dict[str, Any]]:
+        yield {"n_factors": 4}
+        yield {"n_factors": 4, "types": ("click", "purchase"), "lr": 0.1}
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        # Derived from the weights (which models pickled before this property also hold), so
+        # River's get_params and clone see the argument.
+        return tuple(t for t, w in self.weights.items() if w)
+
+    def _get_params(self) -> dict[str, Any]:
+        # The paper's values, as given: the attributes hold River's (lr / 2, 2 l2), which the
+        # learning step reads; a clone built from these converts them again.
+        return {**super()._get_params(), "lr": 2 * self.lr, "l2": self.l2 / 2}
 
     def __init__(
         self,

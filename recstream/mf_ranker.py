@@ -4,7 +4,10 @@ River's recommender API -- ``learn_one(user, item, y)``, ``predict_one(user, ite
 ``rank(user, items)`` -- over the engine the hybrid uses (:class:`recstream.mf.ImplicitMF` is this
 class plus the hybrid's shared item index, user store and event API). It follows River's
 conventions: every ``__init__`` argument is a same-named attribute, ``clone()`` gives a fresh model,
-``_unit_test_params`` feeds River's estimator checks, which tests/unit/test_mf_ranker.py runs.
+``_unit_test_params`` feeds River's estimator checks, which tests/unit/test_mf_ranker.py runs: the
+ones River yields for a Ranker (general checks and ``check_reco_routine``) and, through a
+``learn_one(x, y)`` adapter, its dataset checks, which River yields for no Ranker
+(docs/evaluation/mf.md).
 
 The model is River's biased MF, ``mu + b_u + b_i + p_u . q_i`` (:class:`river.reco.BiasedMF`;
 without biases :class:`river.reco.FunkMF`), learned with River's squared loss, optimisers and
@@ -215,12 +218,6 @@ class ImplicitMFRanker(UserRows, RiverEngine, reco.base.Ranker):
             self._Q_base[self._n_init : n] = self._Q[self._n_init : n]
             self._bi_base[self._n_init : n] = self._bi[self._n_init : n]
         self._n_init = n
-
-    def _counts(self, n: int) -> np.ndarray:
-        """Positive steps per item row, at least ``n`` long (created for older pickles)."""
-        if self._n_pos is None:
-            self._n_pos = grow(self._n_pos, n)
-        return self._n_pos
 
     def _sync_rows(self, rows: np.ndarray | Sequence[int]) -> None:
         """Refresh the scoring copy of item ``rows`` after their float64 values changed."""

@@ -165,3 +165,20 @@ def test_learn_shown_steps_passed_over_items_towards_zero(engine):
     assert sorted(changed.tolist()) == sorted(mf.index.row(i) for i in "bcd")
     mf.learn_shown("u5", [mf.index.row("a")])  # nothing left: no step at all
     assert mf.global_mean.n == n_mean + 3
+
+
+def test_clones_are_fresh_with_the_same_settings():
+    mf = ImplicitMF(n_factors=4, n_negatives=1, seed=3)
+    isgd = ISGD(n_factors=4, lr=0.1, l2=0.02, types=("click", "purchase"), seed=3)
+    for model in (mf, isgd):
+        for e in events(TWO_GROUPS[:40]):
+            model.learn(e)
+    for model in (mf, isgd):
+        clone = model.clone()
+        assert len(clone.index) == 0 and clone.users.get("u1") is None and not clone.user_ids()
+        assert clone.index is not model.index
+        assert (clone.lr, clone.l2, clone.weights) == (model.lr, model.l2, model.weights)
+        for e in events(TWO_GROUPS[:40]):  # what the original learned: the same model
+            clone.learn(e)
+        np.testing.assert_array_equal(clone.item_factors, model.item_factors)
+    assert isgd._get_params()["lr"] == 0.1 and isgd.types == ("click", "purchase")
