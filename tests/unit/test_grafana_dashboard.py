@@ -1,10 +1,11 @@
-"""The Grafana dashboard deploy/grafana/recstream.json: it imports as-is (Prometheus datasource
-as a variable, unique panel ids, a grid position for every panel), every panel's PromQL parses
+"""The Grafana dashboard deploy/grafana/recstream.json: its structure (Prometheus datasource as a
+variable, unique panel ids, a grid position for every panel), every panel's PromQL parses
 (promtool, from Debian's prometheus package; missing promtool fails, never skips) and names only
 series a real :class:`recstream.adapters.metrics.Metrics` exports, with their labels.
 
 The checkers are plain functions of the dashboard's JSON; the last tests run them on a fake
-dashboard with known faults, so a checker that accepts everything fails here."""
+dashboard with known faults, so a checker that accepts everything fails here. Grafana's own
+schema (unknown fields, wrong types) is test_grafana_import.py's part."""
 
 from __future__ import annotations
 
@@ -318,7 +319,7 @@ def exported() -> tuple[set[str], set[str]]:
     return exported_series()
 
 
-def test_the_dashboard_imports_as_is(dashboard: dict[str, Any]) -> None:
+def test_the_dashboard_s_structure_is_sound(dashboard: dict[str, Any]) -> None:
     assert structure_errors(dashboard) == []
     rows = [p["title"] for p in iter_panels(dashboard["panels"]) if p["type"] == "row"]
     for row in (
