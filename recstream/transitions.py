@@ -110,8 +110,15 @@ class Transitions(StreamModel):
         self._in = np.zeros(0, dtype=np.float64)  # inflated column sums of T
         self._t = 0.0  # the latest clock value seen
         self._t_ref: float | None = None  # clock value at which the inflation factor is 1
-        # Each user's last n_last distinct counted items as (row, weight), oldest first.
+        # Each user's last distinct counted items as (row, weight), oldest first.
         self._last: dict[str, deque] = {}
+
+    @property
+    def _keep(self) -> int:
+        # Each user's deque keeps one item more than n_last when n_last is 1: a stronger type of
+        # the latest item upgrades the transition that led to it, whose source must still be
+        # known (scoring reads only the last n_last). A property: nothing new to pickle.
+        return max(self.n_last, 2)
 
     # -- learning ----------------------------------------------------------------------------
     def learn(self, event: Event) -> None:
@@ -129,7 +136,7 @@ class Transitions(StreamModel):
         self._t = max(self._t, float(self.n_events if clock is None else clock))
         last = self._last.get(user_id)
         if last is None:
-            last = self._last[user_id] = deque(maxlen=self.n_last)
+            last = self._last[user_id] = deque(maxlen=self._keep)
         step = _push(last, row, w)
         if step is not None:
             self._count(step[0], row, step[1])
@@ -166,8 +173,9 @@ class Transitions(StreamModel):
 
     # -- scoring -----------------------------------------------------------------------------
     def history(self, user_id: str) -> list[tuple[int, float]]:
-        """The user's last distinct counted items as ``(row, weight)``, oldest first."""
-        return list(self._last.get(user_id, ()))
+        """The user's last ``n_last`` distinct counted items as ``(row, weight)``, oldest
+        first."""
+        return list(self._last.get(user_id, ()))[-self.n_last :]
 
     def probability(self, a: str, b: str) -> float:
         """The decayed share of ``a``'s next steps that went to ``b``."""
@@ -236,7 +244,8 @@ class Transitions(StreamModel):
         return self._last.pop(user_id, None) is not None
 
     def export_user(self, user_id: str) -> list[tuple[str, float]] | None:
-        """The user's last items as ``(item_id, weight)``, oldest first; None if unknown."""
+        """The user's last items as ``(item_id, weight)``, oldest first (one more than
+        ``n_last`` when that is 1: the source of the latest transition); None if unknown."""
         last = self._last.get(user_id)
         if last is None:
             return None
@@ -250,7 +259,7 @@ class Transitions(StreamModel):
         >>> Transitions().last_items([("a", "view"), ("b", "view"), ("b", "purchase")])
         [('a', 0.25), ('b', 1.0)]
         """
-        last: deque = deque(maxlen=self.n_last)
+        last: deque = deque(maxlen=self._keep)
         for item_id, type_ in events:
             w = self.weights.get(type_, 0.0) if type_ in self.types else 0.0
             if w:
@@ -262,7 +271,7 @@ class Transitions(StreamModel):
         added, as :meth:`learn` adds them)."""
         add = self.index.add
         self._last[user_id] = deque(
-            ((add(str(item_id)), float(w)) for item_id, w in last), maxlen=self.n_last
+            ((add(str(item_id)), float(w)) for item_id, w in last), maxlen=self._keep
         )
 
     # -- item deltas (recstream.deltas): replicas that learn from different users -------------

@@ -153,6 +153,10 @@ def test_attention_history_weights_the_session_and_recency():
     assert got == [(2, 1.5), (1, 0.125), (0, 0.25)]
     has[1] = False  # no vector: not attended to
     assert [r for r, _ in attention_history(state, weights, has, n_items=2)] == [2, 0]
+    # a type that does not count takes no place among the n_items (nor any age)
+    state.recent.append((0, "share", 60.0))
+    got = attention_history(state, {**weights, "share": 0.0}, has, n_items=2, recency=0.5)
+    assert got == [(2, 1.0), (0, 0.5)]
 
 
 def test_context_features_on_synthetic_events():
@@ -227,3 +231,46 @@ def test_models_pickled_before_the_new_models_load_and_score(shop, tmp_path):
     assert len(old.recommend(user, k=5)) == 5
     assert set(NEW) <= set(EXTRA_FEATURES)
     assert pickle.loads(pickle.dumps(rec.transitions)).n_pairs == rec.transitions.n_pairs
+
+
+def _device_stream(n_users=300, n_items=60, n_sessions=600, seed=0):
+    """Sessions of 4 purchases on one device; 80 % of them of that device's third of the
+    catalogue (item k belongs to device k % 3), whoever the user is: only the context tells."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for s in range(n_sessions):
+        user, d = f"u{rng.integers(n_users)}", int(rng.integers(3))
+        for _ in range(4):
+            k = (
+                3 * int(rng.integers(n_items // 3)) + d
+                if rng.random() < 0.8
+                else rng.integers(n_items)
+            )
+            context = {"device": DEVICES[d], "session_id": f"s{s}"}
+            n = len(events)
+            events.append(Event(f"e{n}", user, f"i{k}", "purchase", float(n), context))
+    return events
+
+
+def _second_half_hits(features):
+    """hr@5 over the second half of :func:`_device_stream` (test-then-learn), final weights."""
+    rec = Recommender(RecommenderConfig(ranker="learned", ranker_features=features), seed=1)
+    for k in range(60):
+        rec.upsert_item(Item(f"i{k}"))
+    events = _device_stream()
+    hits = n = 0
+    for k, e in enumerate(events):
+        state = rec.users.get(e.user_id)
+        if k >= len(events) // 2 and (state is None or rec.index.row(e.item_id) not in state.seen):
+            hits += e.item_id in [r.item_id for r in rec.recommend(e.user_id, 5, exclude="seen")]
+            n += 1
+        rec.learn(e)
+    return hits / n, rec.ranker.weights
+
+
+def test_the_ranker_learns_to_use_the_device_when_it_tells_what_is_bought():
+    base = RecommenderConfig().ranker_features
+    without, _ = _second_half_hits(base)
+    with_device, weights = _second_half_hits((*base, "context_device"))
+    assert weights["context_device"] > 0.3  # learned from 0
+    assert with_device > without + 0.03

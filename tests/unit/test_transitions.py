@@ -35,6 +35,22 @@ def test_a_repeated_item_is_no_transition_and_upgrades_its_weight():
     assert tr.probability("b", "a") == 1.0
 
 
+@pytest.mark.parametrize("n_last", [1, 2, 3])
+def test_the_upgrade_reaches_the_transition_whatever_n_last(n_last):
+    # with n_last=1 the source of the latest transition must outlive the scoring window
+    tr = Transitions(half_life=None, weights={"view": 0.25, "purchase": 1.0}, n_last=n_last)
+    learn_all(tr, [("u1", "a", "view"), ("u1", "b", "view"), ("u1", "b", "purchase")])
+    assert tr.pairs.get(tr.index.row("a"), tr.index.row("b")) == pytest.approx(0.25)
+    assert len(tr.history("u1")) == min(n_last, 2)
+    # the upgrade survives a move to another model between the view and the purchase
+    moved = Transitions(half_life=None, weights={"view": 0.25, "purchase": 1.0}, n_last=n_last)
+    learn_all(moved, [("u1", "a", "view"), ("u1", "b", "view")])
+    other = Transitions(half_life=None, weights={"view": 0.25, "purchase": 1.0}, n_last=n_last)
+    other.import_user("u1", moved.export_user("u1"))
+    learn_all(other, [("u1", "b", "purchase")], start=2)
+    assert other.pairs.get(other.index.row("a"), other.index.row("b")) == pytest.approx(0.1875)
+
+
 def test_types_filter_and_n_last_bound():
     tr = Transitions(types=("purchase",), weights=UNIT, n_last=2)
     learn_all(tr, [("u1", "a", "view"), ("u1", "b", "view")])
