@@ -129,6 +129,15 @@ class Settings:
     # after a quiet interval is encoded at once) ...
     encoder_interval_s: float = 2.0
     encoder_max_queue: int = 256  # RECSTREAM_ENCODER_MAX_QUEUE: ...unless this many wait
+    # RECSTREAM_ENCODER_FINETUNE_INTERVAL_S: seconds between rounds that fine-tune the encoder
+    # on the stream's co-interaction pairs in a background process, re-encode the catalogue and
+    # swap it in under a new model_version (streams/finetuning.py, docs/evaluation/finetune.md).
+    # 0 = off (the default: on ml-latest-small it did not lift cold_hr@10 beyond noise)
+    encoder_finetune_interval_s: float = 0.0
+    encoder_finetune_steps: int = 60  # RECSTREAM_ENCODER_FINETUNE_STEPS: most steps per round
+    encoder_finetune_seconds: float = 180.0  # RECSTREAM_ENCODER_FINETUNE_SECONDS: round budget
+    # RECSTREAM_ENCODER_FINETUNE_MIN_PAIRS: a round waits for this many co-interaction pairs
+    encoder_finetune_min_pairs: int = 500
     # --- Worker ----------------------------------------------------------------------------
     web_port: int = 6066  # RECSTREAM_WEB_PORT: /recommendations, /healthz, /metrics
     # RECSTREAM_WEB_HOST: the address the HTTP server binds; 127.0.0.1 unless you mean to serve

@@ -109,11 +109,15 @@ class EncoderTuner:
         catalogue: Callable[[], Sequence[tuple[str, str]]],
         current: Callable[[], Mapping[str, str]],
         lock: asyncio.Lock,
+        on_swap: Callable[[TuneOutcome], None] | None = None,
     ) -> TuneOutcome | None:
         """One round (module docstring); None when one is running or there are too few pairs.
 
         ``catalogue()`` → ``(item_id, text)`` of the live items; ``current()`` → ``item_id →
         text hash`` of the live items; both called under ``lock``, the worker's model lock.
+        ``on_swap(outcome)`` is called under the lock right after the swap, with no await in
+        between: the worker makes the tuned encoder its own there, so no batch encoded by the
+        old one can land after the swap unnoticed (:mod:`streams.finetuning`).
         """
         if self.running:
             return None
@@ -152,25 +156,31 @@ class EncoderTuner:
                 result.model_version,
             )
             return None
-        async with lock:
-            todo = swap_vectors(recommender, result, current())
-        self.rounds += 1
         tuned = result.finetune
-        stats = {
-            "pairs": len(texts),
-            "steps": tuned.steps,
-            "finetune_seconds": round(tuned.seconds, 2),
-            "reencode_seconds": round(result.encode_seconds, 2),
-            "loss_first": tuned.losses[0] if tuned.losses else None,
-            "loss_last": tuned.losses[-1] if tuned.losses else None,
-            # installed = encoded by the job and unchanged since; todo also holds the items that
-            # arrived while it ran, which the job never saw
-            "swapped": len(result.item_ids) - len(set(todo) & set(result.item_ids)),
-            "to_encode": len(todo),
-            "model_version": result.model_version,
-        }
+        async with lock:
+            now = current()
+            todo = swap_vectors(recommender, result, now)
+            self.rounds += 1
+            stats = {
+                "pairs": len(texts),
+                "steps": tuned.steps,
+                "finetune_seconds": round(tuned.seconds, 2),
+                "reencode_seconds": round(result.encode_seconds, 2),
+                "loss_first": tuned.losses[0] if tuned.losses else None,
+                "loss_last": tuned.losses[-1] if tuned.losses else None,
+                # installed: encoded by the job and unchanged since (todo also holds the items
+                # that arrived while it ran, which the job never saw; deleted ones are neither)
+                "swapped": sum(
+                    now.get(i) == h
+                    for i, h in zip(result.item_ids, result.text_hashes, strict=True)
+                ),
+                "to_encode": len(todo),
+                "model_version": result.model_version,
+            }
+            self.last = TuneOutcome(encoder, todo, result, stats)
+            if on_swap is not None:
+                on_swap(self.last)
         log.info("encoder fine-tune: swapped in %s", stats)
-        self.last = TuneOutcome(encoder, todo, result, stats)
         return self.last
 
     def _load(self, path: Path) -> Any:

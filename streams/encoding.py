@@ -2,7 +2,9 @@
 own, so the event loop (and every event) never waits for torch.
 
 A mixin of :class:`streams.runtime.Runtime` (which sets ``settings``, ``processor``, ``metrics``,
-``redis``, ``encoder``, ``encoder_factory``, ``encoder_error``, ``_pool`` and ``_wakeup``).
+``redis``, ``encoder``, ``encoder_factory``, ``encoder_error``, ``_pool`` and ``_wakeup``). The
+encoder task also runs the periodic fine-tune of the encoder when it is switched on
+(:mod:`streams.finetuning`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from recstream.events import Item
+from streams.finetuning import EncoderFinetuning
 
 log = logging.getLogger("recstream.worker")
 
@@ -32,7 +35,7 @@ def encoder_threads() -> int:
     return max(1, cpus - 1)
 
 
-class ItemEncoding:
+class ItemEncoding(EncoderFinetuning):
     """Mixin of Runtime; ``before_encoding`` and ``vectors_encoded`` come from
     :class:`streams.catalogue_sync.CatalogueSync` (several workers share the vectors)."""
 
@@ -76,6 +79,9 @@ class ItemEncoding:
             seconds = time.perf_counter() - t0
             ids, kept = self.processor.apply_vectors(batch, vectors)
             await self.vectors_encoded(batch, ids, kept)  # several workers: to item-vectors
+            noted = self.note_encoded(batch, ids)  # fine-tune on: the texts a round re-encodes
+            if noted:
+                await loop.run_in_executor(self._pool, self.append_items_file, noted)
             self.encoder_error = None
             m = self.metrics
             m.encode_batch_size.observe(len(batch))
@@ -89,6 +95,16 @@ class ItemEncoding:
         return total
 
     async def encoder_loop(self) -> None:
+        """The encoder task: :meth:`encode_loop`, and beside it, when switched on, the periodic
+        fine-tune of the encoder (:meth:`finetune_loop`); the tuned encoder of the last round
+        is taken back first if the restored checkpoint holds its vectors."""
+        await self.before_encoding()  # several workers: the item-vectors topic is read first
+        await self.restore_finetuned()
+        async with asyncio.TaskGroup() as tasks:  # either fails or is cancelled: both end
+            tasks.create_task(self.encode_loop())
+            tasks.create_task(self.finetune_loop())
+
+    async def encode_loop(self) -> None:
         """Encode waiting items at most once per ``encoder_interval_s``, sooner for a full batch.
 
         Batches start at least an interval apart, so a trickle of catalogue updates is encoded
@@ -100,7 +116,6 @@ class ItemEncoding:
         interval = self.settings.encoder_interval_s
         spacing = interval
         last_start = -math.inf
-        await self.before_encoding()  # several workers: the item-vectors topic is read first
         while True:
             if not self.processor.encode_queue.waiting:
                 await self._wakeup.wait()  # on_item: the first item is waiting
