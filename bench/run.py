@@ -91,12 +91,27 @@ BENCHMARKS: dict[str, Bench] = {
         params={"n_events": 100_000, "partitions": 4, "repeat": 2},
         quick={"n_events": 10_000, "repeat": 1},
     ),
+    # issue 12 item 4: like-for-like ratios, median of 3 runs, each on a fresh worker.
     "pipeline": Bench(
         "bench.pipeline",
-        ("pipeline_efficiency", "update_cost_ratio"),
-        params={"n_events": 20_000, "n_users": 2_000, "n_items": 2_000, "partitions": 4},
-        quick={"n_events": 3_000, "profile": False},
-        timeout_s=1800.0,
+        ("update_cost_ratio", "worker_vs_faust_noop"),
+        params={
+            "n_events": 20_000,
+            "n_users": 2_000,
+            "n_items": 2_000,
+            "partitions": 4,
+            "repeats": 3,
+        },
+        quick={"n_events": 3_000, "repeats": 1, "profile": False},
+        also={
+            "update_cost_ratio_runs": "update_cost_ratio_runs",
+            "worker_vs_faust_noop_runs": "worker_vs_faust_noop_runs",
+            "pipeline_events_per_s": "pipeline_events_per_s",
+            # Retired (issue 12): against a raw aiokafka loop that decodes nothing. A figure
+            # only, with no goal; Faust itself tops out at a few % of that loop.
+            "pipeline_efficiency_retired": "pipeline_efficiency_retired",
+        },
+        timeout_s=2400.0,
     ),
     "scaleout": Bench(
         "bench.scaleout",
@@ -127,6 +142,7 @@ BENCHMARKS: dict[str, Bench] = {
         also={"scaleout_efficiency_balanced": "scaleout_efficiency"},
         timeout_s=1800.0,
     ),
+    # p50/p99 of the median run (by p99) of 3, each at half the maximum rate it sustained.
     "latency": Bench(
         "bench.latency",
         ("latency_p50_ms", "latency_p99_ms", "new_item_first_rec_s"),
@@ -139,9 +155,41 @@ BENCHMARKS: dict[str, Bench] = {
             "probe_s": 8.0,
             "max_probes": 8,
             "new_item_timeout_s": 60.0,
+            "repeats": 3,
         },
-        quick={"duration_s": 8.0, "burst_events": 500, "probe_s": 5.0, "new_item_timeout_s": 15.0},
-        timeout_s=1800.0,
+        quick={
+            "duration_s": 8.0,
+            "burst_events": 500,
+            "probe_s": 5.0,
+            "new_item_timeout_s": 15.0,
+            "repeats": 1,
+        },
+        also={
+            # The load each latency was measured at, and the spread over the runs.
+            "latency_rate_events_per_s": "latency_rate_events_per_s",
+            "latency_max_sustained_events_per_s": "latency_max_sustained_events_per_s",
+            "latency_p50_ms_runs": "latency_p50_ms_runs",
+            "latency_p99_ms_runs": "latency_p99_ms_runs",
+            "latency_rate_events_per_s_runs": "latency_rate_events_per_s_runs",
+            "new_item_goal_s": "new_item_goal_s",
+        },
+        timeout_s=2400.0,
+    ),
+    # issue 12: one list from the integrated recommender, two-stage vs exact, at 10k and 1M items
+    # (bench/two_stage.py; ~15 min on the 2 shared cores, most of it the 1M HNSW build). 10M is
+    # not run: its f32 vectors alone (15.4 GB) do not fit beside the index on a 24 GiB machine.
+    "two_stage": Bench(
+        "bench.two_stage",
+        ("list_ms_10k", "list_ms_1m", "candidate_recall_at_10", "index_mb_per_1m_items"),
+        params={"sizes": [10_000, 1_000_000]},
+        quick={"sizes": [10_000, 100_000], "n_users": 500, "n_events": 5_000},
+        also={
+            "list_ms_1m_vs_10k": "list_ms_1m_vs_10k",
+            "exact_list_ms_10k": "exact_list_ms_10k",
+            "exact_list_ms_1m": "exact_list_ms_1m",
+            "candidate_recall_at_10_vs_projected": "candidate_recall_at_10_vs_projected",
+        },
+        timeout_s=3600.0,
     ),
     # Self-contained but the longest: 1M events through the core Recommender, twice (bounded
     # and unbounded side by side on the two cores); ~15 min on this machine (BENCHMARKS.md).
@@ -168,15 +216,32 @@ BENCHMARKS: dict[str, Bench] = {
     ),
 }
 
-# Goals from issue 5; each compares a figure with a bound. The new-item goal depends on the
-# worker's encoder interval and batch time, so the latency benchmark reports its own bound.
+# Goals from issues 5 and 12; each compares a figure with a bound. The new-item bound is a fixed
+# figure, the worker's encoder interval + 1 s, which the latency benchmark reports with it.
 GOALS: dict[str, tuple[str, float | str]] = {
-    "pipeline_efficiency": (">=", 0.3),
-    "update_cost_ratio": (">=", 0.5),
-    "latency_p99_ms": ("<=", 50.0),
+    # issue 12: the worker / the core doing the same work (the same lists), and the worker /
+    # a Faust agent that does nothing (pipeline_efficiency, against raw aiokafka, is retired).
+    "update_cost_ratio": (">=", 0.67),
+    "worker_vs_faust_noop": (">=", 0.5),
+    "latency_p99_ms": ("<=", 50.0),  # the median run of 3, at half its max sustainable rate
     "scaleout_efficiency": (">=", 0.8),
     "new_item_first_rec_s": ("<=", "new_item_goal_s"),
     "encodings_per_item_2_workers": ("<=", 1.0),  # issue 10
+    "list_ms_1m_vs_10k": ("<=", 2.0),  # issue 12: two-stage, list_ms_1m within 2x of 10k
+    "candidate_recall_at_10": (">=", 0.95),  # issue 12, at 1M items
+}
+# Top-level keys no benchmark writes any more: dropped from results.json, so a stale figure
+# (and its old verdict) cannot outlive its definition.
+RETIRED = ("pipeline_efficiency",)
+# What a goal's figure was measured at, shown with its verdict: {goal key: {name: result key}}.
+GOAL_CONTEXT: dict[str, dict[str, str]] = {
+    "latency_p99_ms": {
+        "rate_events_per_s": "latency_rate_events_per_s",
+        "max_sustained_events_per_s": "latency_max_sustained_events_per_s",
+        "runs": "latency_p99_ms_runs",
+    },
+    "update_cost_ratio": {"runs": "update_cost_ratio_runs"},
+    "worker_vs_faust_noop": {"runs": "worker_vs_faust_noop_runs"},
 }
 
 
@@ -240,7 +305,8 @@ def goal_status(results: dict[str, Any]) -> dict[str, Any]:
         value = results.get(key)
         if isinstance(bound, str):
             bound = results.get("benchmarks", {}).get("latency", {}).get("result", {}).get(bound)
-        bench = next(n for n, b in BENCHMARKS.items() if key in b.figures)
+        # A goal may be on a figure or on an "also" key (two_stage's ratio).
+        bench = next(n for n, b in BENCHMARKS.items() if key in b.figures or key in b.also)
         entry = results.get("benchmarks", {}).get(bench, {})
         if value is None and bound is not None and "result" in entry:
             # The benchmark ran but never reached the event (e.g. a new item that no list
@@ -252,6 +318,8 @@ def goal_status(results: dict[str, Any]) -> dict[str, Any]:
             continue
         met = value >= bound if op == ">=" else value <= bound
         status[key] = {"goal": f"{op} {round(float(bound), 3)}", "value": value, "met": met}
+        for name, source in GOAL_CONTEXT.get(key, {}).items():
+            status[key][name] = results.get(source)
     return status
 
 
@@ -300,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             results = {}
     results.setdefault("benchmarks", {})
+    for key in RETIRED:
+        results.pop(key, None)
     results["date"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     results["machine"] = machine_info()
     results["command"] = " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])])
