@@ -40,9 +40,14 @@ def catalogue_vectors(items: list, models_dir: Path = MODELS_CACHE) -> np.ndarra
 
 
 def _loaded_recommender(items: list, vectors: np.ndarray, k_seed: int = 42) -> Any:
-    from recstream.recommender import Recommender
+    from recstream.config import Settings
+    from recstream.recommender import Recommender, RecommenderConfig
 
-    rec = Recommender(seed=k_seed)
+    # the worker's model (streams/worker.py): the same ranker and retrieval as the worker the
+    # benchmark compares with, RECSTREAM_RANKER / RECSTREAM_RETRIEVAL included
+    settings = Settings.from_env()
+    config = RecommenderConfig(ranker=settings.ranker, retrieval=settings.retrieval)
+    rec = Recommender(config, seed=k_seed)
     for item in items:
         rec.upsert_item(item)
     rec.set_item_vectors([i.item_id for i in items], vectors)

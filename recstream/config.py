@@ -114,8 +114,9 @@ class Settings:
     # RECSTREAM_RANKER: "fixed" = the hybrid's hand-set weights; "learned" = a ranker learned
     # online from the purchases (recstream/ranker.py, docs/evaluation/ranker.md); with several
     # workers its steps travel with the item deltas. A model restored from a checkpoint keeps
-    # the ranker it was saved with
-    ranker: str = "fixed"
+    # the ranker it was saved with. Learned is the default since issue 11 (held out it beats the
+    # fixed weights: docs/evaluation/ranker.md)
+    ranker: str = "learned"
     # RECSTREAM_RETRIEVAL: "exact" = every list scores the whole catalogue; "two_stage" =
     # gather bounded candidates (co-visited neighbours, ANN over content and MF vectors,
     # popular and fresh pools), score only those; "auto" = two-stage from 50,000 items on

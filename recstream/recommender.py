@@ -442,22 +442,15 @@ class Recommender(SharedState):
                 self.n_events,
             )
         ):
-            mode = cache.key[2]
-            cached = cache.take(cache.key)  # the list just ranked for this user, at this state
+            # the list just ranked for this user, at this state. Only a "seen" list (the
+            # evaluation protocol's) holds exactly the features a fresh pass would give: a
+            # worker's "purchased" list scaled them over more candidates, and reusing it would
+            # make the model depend on how events were batched (one list per batch, not per
+            # event), so a replay after a restart would not learn the same weights
+            cached = cache.take(cache.key) if cache.key[2] == "seen" else None
         X = rows = None
         if cached is not None:
             X, mask, rows = cached
-            if mode != "seen" and state is not None and state.seen:
-                # a list that excluded less (a worker publishes "purchased" lists): the same
-                # features, and the step's candidates less what the user saw. The features
-                # were scaled over the wider candidates, a small difference that saves a
-                # second feature pass per event
-                seen = np.fromiter(state.seen, dtype=np.int64, count=len(state.seen))
-                if rows is None:
-                    mask = mask.copy()
-                    mask[seen[seen < mask.size]] = False
-                else:
-                    mask = mask & ~np.isin(rows, seen)
             if rows is not None and not np.isin(row, rows):
                 X = None  # the gathered rows missed the event's item: score it with them
         if X is None:

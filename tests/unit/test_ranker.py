@@ -20,8 +20,9 @@ def shop():
 
 
 def fresh_model(shop, config=None, seed=42):
+    """A model over the shop's catalogue; the fixed ranker unless ``config`` says otherwise."""
     items, _, vectors = shop
-    rec = Recommender(config, seed=seed)
+    rec = Recommender(config or FIXED, seed=seed)
     for item in items:
         rec.upsert_item(item)
     rec.set_item_vectors([i.item_id for i in items], vectors)
@@ -29,6 +30,12 @@ def fresh_model(shop, config=None, seed=42):
 
 
 LEARNED = RecommenderConfig(ranker="learned")
+FIXED = RecommenderConfig(ranker="fixed")
+
+
+def test_the_learned_ranker_is_the_default():
+    assert RecommenderConfig().ranker == "learned"
+    assert Recommender().ranker is not None and Recommender(FIXED).ranker is None
 
 
 # --- the ranker on its own ---------------------------------------------------------------------

@@ -171,7 +171,9 @@ def test_hybrid_beats_popularity_on_the_synthetic_stream():
 
 
 def test_fresh_items_released_mid_stream_are_boosted_before_any_event():
-    config = RecommenderConfig(w_covisit=0, w_mf=0, w_content=0, w_popularity=0, w_fresh=1.0)
+    config = RecommenderConfig(
+        w_covisit=0, w_mf=0, w_content=0, w_popularity=0, w_fresh=1.0, ranker="fixed"
+    )  # freshness alone (a learned ranker would step away from these weights)
     rec = Recommender(config)
     for i in ("old1", "old2"):
         rec.upsert_item(Item(i, i))  # the catalogue before the stream: not "fresh"

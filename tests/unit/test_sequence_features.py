@@ -52,8 +52,9 @@ def model(shop, config=CONFIG, n_events=None):
 
 
 def test_the_models_exist_only_where_the_ranker_reads_them(shop):
-    assert Recommender().transitions is None and Recommender().context is None
-    learned = Recommender(RecommenderConfig(ranker="learned"))
+    fixed = Recommender(RecommenderConfig(ranker="fixed"))
+    assert fixed.transitions is None and fixed.context is None
+    learned = Recommender()  # the learned ranker is the default
     # transition earned its place in the default features (docs/evaluation/ranker.md), the
     # context features did not
     assert learned.transitions is not None and learned.context is None
@@ -62,7 +63,7 @@ def test_the_models_exist_only_where_the_ranker_reads_them(shop):
     only = RecommenderConfig(ranker="learned", ranker_features=("covisit", "context_device"))
     assert Recommender(only).transitions is None and Recommender(only).context is not None
     # settings only the learned ranker reads leave a fixed model's version as it was
-    base = RecommenderConfig()
+    base = RecommenderConfig(ranker="fixed")
     assert dataclasses.replace(base, transition_beta=1.0).digest() == base.digest()
     learned_cfg = RecommenderConfig(ranker="learned")
     assert dataclasses.replace(learned_cfg, transition_beta=1.0).digest() != learned_cfg.digest()

@@ -11,6 +11,7 @@ import pytest
 from recstream.covisit import CoVisitation
 from recstream.datasets import synthetic_stream
 from recstream.events import Event, Item
+from recstream.features import DEFAULT_FEATURES
 from recstream.mf import ImplicitMF
 from recstream.recommender import Recommender, RecommenderConfig
 from recstream.sparse_rows import SparseRows
@@ -81,7 +82,11 @@ def test_imported_users_get_the_same_lists_and_learn_on_identically(stream, opti
 
 def test_exports_name_items_by_id_not_by_row(stream):
     items, events, vectors = stream
-    config = RecommenderConfig(w_mf=0.0)  # MF item factors start from row-ordered draws
+    # MF item factors start from row-ordered draws: no MF in the scores (fixed weight, and the
+    # learned ranker's features)
+    config = RecommenderConfig(
+        w_mf=0.0, ranker_features=tuple(f for f in DEFAULT_FEATURES if f != "mf")
+    )
     a = _model(items, vectors, config)
     a.track_item_deltas()
     for e in events:
