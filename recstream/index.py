@@ -27,9 +27,11 @@ array([3, 2])
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+
+from recstream.projection import Refit, fit_basis, refit_due, refit_work
 
 __all__ = ["ItemIndex", "grow", "top_k"]
 
@@ -96,6 +98,12 @@ class ItemIndex:
         projected to 64-d makes a full-catalogue scan ~6x cheaper while keeping the ranking of
         similar items; exact vectors stay available for everything else.
     """
+
+    # A worker refits the projection off its event loop (recstream/projection.py): then
+    # _projection() never refits in the caller's thread, and _refit_dirty records the rows
+    # written while a refit runs. Class-level defaults: pickles from before load without them.
+    background_refit: bool = False
+    _refit_dirty: set[int] | None = None
 
     def __init__(self, dim: int | None = None, reduce_dim: int | None = None) -> None:
         self.dim = dim
@@ -196,27 +204,64 @@ class ItemIndex:
         self._vectors = grow(self._vectors, len(self.ids))
         self._vectors[rows] = vectors
         self._has_vector[rows] = True
+        if self._refit_dirty is not None:  # a refit runs: these rows are projected again
+            self._refit_dirty.update(rows.tolist())
         if self._basis is not None:
             self._proj = grow(self._proj, len(self.ids))
             self._proj[rows] = vectors @ self._basis
 
     def _projection(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(basis, projected rows), refitted whenever the vector count grew by a quarter."""
-        if self.reduce_dim is None or self.dim is None or self.reduce_dim >= self.dim:
+        """(basis, projected rows), refitted whenever the vector count grew by a quarter (in
+        place; with ``background_refit`` the last basis is kept until :meth:`finish_refit`, and
+        None, full-width vectors, until the first one arrives)."""
+        if not self._projects():
             return None
-        n_vec = self.n_vectors
-        if n_vec == 0:
-            return None
-        if self._basis is None or n_vec >= 1.25 * self._basis_n:
-            x = self.vectors[self.has_vector].astype(np.float64)
-            # eigenvectors of X^T X = right singular vectors of X, without an n x n SVD
-            eigval, eigvec = np.linalg.eigh(x.T @ x)
-            order = np.argsort(eigval)[::-1][: self.reduce_dim]
-            self._basis = np.ascontiguousarray(eigvec[:, order], dtype=np.float32)
-            self._basis_n = n_vec
-            self._proj = np.ascontiguousarray(self._vectors @ self._basis)
+        if refit_due(self.n_vectors, self._basis_n, self._basis is not None):
+            if self.background_refit:
+                if self._basis is None:
+                    return None
+            else:
+                self._basis = fit_basis(self.vectors[self.has_vector], self.reduce_dim)
+                self._basis_n = self.n_vectors
+                self._proj = np.ascontiguousarray(self._vectors @ self._basis)
         self._proj = grow(self._proj, len(self.ids))
         return self._basis, self._proj[: len(self.ids)]
+
+    def _projects(self) -> bool:
+        return self.reduce_dim is not None and self.dim is not None and self.reduce_dim < self.dim
+
+    # -- the refit off the loop (recstream/projection.py) ---------------------------------------
+    def begin_refit(self) -> Callable[[], Refit] | None:
+        """When a refit is due and none is running: the work to run in a thread (it reads the
+        vectors; rows written meanwhile are recorded). Always follow with :meth:`finish_refit`
+        (its result, or None when the work failed or was cancelled)."""
+        if not self._projects() or self._refit_dirty is not None:
+            return None
+        if not refit_due(self.n_vectors, self._basis_n, self._basis is not None):
+            return None
+        self._refit_dirty = set()
+        vectors, has, reduce_dim = self._vectors, self.has_vector.copy(), int(self.reduce_dim)
+        return lambda: refit_work(vectors, has, reduce_dim)
+
+    def finish_refit(self, refit: Refit | None) -> None:
+        """Swap a finished refit in (between two events): the basis, the rows it projected,
+        and the rows written since projected again with it. O(rows changed meanwhile)."""
+        dirty, self._refit_dirty = self._refit_dirty or set(), None
+        if refit is None:
+            return
+        projected = grow(refit.projected, len(self.ids))
+        again = sorted(dirty | set(range(refit.n_rows, len(self.ids))))
+        if again:
+            projected[again] = self._vectors[again] @ refit.basis
+        self._basis, self._basis_n, self._proj = refit.basis, refit.n_vectors, projected
+
+    def __getstate__(self) -> dict:
+        # a checkpoint taken while a refit runs: the restored index just refits again, and a
+        # model loaded elsewhere (an evaluation) refits in place
+        state = dict(self.__dict__)
+        state.pop("_refit_dirty", None)
+        state.pop("background_refit", None)
+        return state
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self.rows.get(item_id)

@@ -24,6 +24,8 @@ from streams.finetuning import EncoderFinetuning
 
 log = logging.getLogger("recstream.worker")
 
+PROJECTION_CHECK_S = 1.0  # how often the projection loop looks for a due refit (cheap check)
+
 
 def encoder_threads() -> int:
     # Leave one core to the event loop: encoding a large catalogue must not starve the events
@@ -100,9 +102,40 @@ class ItemEncoding(EncoderFinetuning):
         is taken back first if the restored checkpoint holds its vectors."""
         await self.before_encoding()  # several workers: the item-vectors topic is read first
         await self.restore_finetuned()
-        async with asyncio.TaskGroup() as tasks:  # either fails or is cancelled: both end
+        async with asyncio.TaskGroup() as tasks:  # one fails or is cancelled: all end
             tasks.create_task(self.encode_loop())
             tasks.create_task(self.finetune_loop())
+            tasks.create_task(self.projection_loop())
+
+    async def projection_loop(self) -> None:
+        """Refit the content projection off the event loop (issue 12: nothing O(n) on the loop
+        per event): the index no longer refits inside ``recommend``; a due refit runs in the
+        encoder thread and is swapped in between two events (:mod:`recstream.projection`)."""
+        self.processor.recommender.index.background_refit = True
+        while True:
+            await asyncio.sleep(PROJECTION_CHECK_S)
+            await self.refit_projection()
+
+    async def refit_projection(self) -> bool:
+        """One due refit, if any: True when a new projection was swapped in."""
+        index = self.processor.recommender.index
+        work = index.begin_refit()
+        if work is None:
+            return False
+        refit = None
+        try:
+            t0 = time.perf_counter()
+            refit = await asyncio.get_running_loop().run_in_executor(self._pool, work)
+            log.info(
+                "content projection refitted on %d vectors in %.2f s (encoder thread)",
+                refit.n_vectors,
+                time.perf_counter() - t0,
+            )
+        except Exception:  # the old projection stays; the next check tries again
+            log.exception("content projection refit failed")
+        finally:
+            index.finish_refit(refit)  # also when cancelled: the next refit may start
+        return refit is not None
 
     async def encode_loop(self) -> None:
         """Encode waiting items at most once per ``encoder_interval_s``, sooner for a full batch.
