@@ -120,8 +120,10 @@ class Settings:
     # RECSTREAM_RETRIEVAL: "exact" = every list scores the whole catalogue; "two_stage" =
     # gather bounded candidates (co-visited neighbours, ANN over content and MF vectors,
     # popular and fresh pools), score only those; "auto" = two-stage from 50,000 items on
-    # (recstream/retrieval.py, docs/retrieval.md). A restored checkpoint keeps its own
-    retrieval: str = "exact"
+    # (recstream/retrieval.py, docs/retrieval.md): the default, so the exact path serves a
+    # catalogue below the cross-over and nothing scores a large one whole. A restored
+    # checkpoint keeps its own
+    retrieval: str = "auto"
     # --- Encoder ---------------------------------------------------------------------------
     encoder_model: str = ""  # RECSTREAM_ENCODER_MODEL: a local HF BERT folder; "" = bundled MiniLM
     encoder_device: str = "auto"  # RECSTREAM_ENCODER_DEVICE: "auto", "cpu", "cuda", "cuda:1"

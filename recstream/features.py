@@ -59,6 +59,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,20 +85,58 @@ BASE_FEATURES = ("covisit", "mf", "content", "popularity", "fresh")
 _HISTORY_SCALE = math.log1p(1000.0)  # h reaches 1 at 1,000 events
 
 
-# (Boolean indexing then plain reductions is ~2x faster than ``np.max(x, where=mask)``.)
-def unit_scale(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Scale ``x`` so its maximum over ``mask`` is 1 (non-negative signals); zeros stay zero."""
-    selected = x[mask]
-    top = float(selected.max()) if selected.size else 0.0
+def outside(mask: np.ndarray) -> np.ndarray:
+    """The positions ``mask`` leaves out: what :func:`unit_scale` and :func:`minmax_scale` take
+    as ``invalid`` to skip a boolean gather per signal (compute it once per list)."""
+    return np.flatnonzero(~mask)
+
+
+def _masked_extrema(
+    x: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None, low: bool
+) -> tuple[float, float] | None:
+    """``(min, max)`` of ``x`` over ``mask`` (min only when ``low``; else -inf), None when the
+    mask is empty. The same values as ``x[mask].min()`` / ``.max()`` (extrema are exact).
+
+    With ``invalid`` (:func:`outside` of ``mask``, a few rows: the user's excluded items) the
+    left-out entries of ``x`` are set to +-inf for one full-array reduction each and then put
+    back: ~3x cheaper than gathering the ~10k selected entries (boolean indexing then plain
+    reductions is itself ~2x faster than ``np.max(x, where=mask)``). ``x`` must be the caller's
+    own array (it is written to, and restored, in place)."""
+    if invalid is None:
+        selected = x[mask]
+        if not selected.size:
+            return None
+        return (float(selected.min()) if low else -np.inf), float(selected.max())
+    if invalid.size >= x.shape[0]:
+        return None
+    if not invalid.size:
+        return (float(x.min()) if low else -np.inf), float(x.max())
+    saved = x[invalid]
+    lo = -np.inf
+    if low:
+        x[invalid] = np.inf
+        lo = float(x.min())
+    x[invalid] = -np.inf
+    hi = float(x.max())
+    x[invalid] = saved
+    return lo, hi
+
+
+def unit_scale(x: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
+    """Scale ``x`` so its maximum over ``mask`` is 1 (non-negative signals); zeros stay zero.
+    ``invalid``: :func:`outside` of ``mask``, when the caller has it (see ``_masked_extrema``)."""
+    extrema = _masked_extrema(x, mask, invalid, low=False)
+    top = 0.0 if extrema is None else extrema[1]
     return x / top if top > 0 else np.zeros_like(x)
 
 
-def minmax_scale(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Min-max scale ``x`` to [0, 1] over ``mask`` (signed signals such as MF scores)."""
-    selected = x[mask]
-    if not selected.size:
+def minmax_scale(x: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
+    """Min-max scale ``x`` to [0, 1] over ``mask`` (signed signals such as MF scores).
+    ``invalid``: :func:`outside` of ``mask``, when the caller has it."""
+    extrema = _masked_extrema(x, mask, invalid, low=True)
+    if extrema is None:
         return np.zeros_like(x)
-    lo, hi = float(selected.min()), float(selected.max())
+    lo, hi = extrema
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
@@ -110,6 +149,11 @@ class Scope:
     n_items: int
     mask: np.ndarray
     rows: np.ndarray | None = None
+
+    @cached_property
+    def invalid(self) -> np.ndarray:
+        """:func:`outside` of ``mask``, once per list for every feature's scaling."""
+        return outside(self.mask)
 
     @property
     def size(self) -> int:
@@ -133,7 +177,7 @@ def _covisit_from(rec: Recommender, history: list[tuple[int, float]], scope: Sco
         raw = rec.covisit.score_from(history, scope.n_items)
     else:
         raw = rec.covisit.score_at(history, scope.rows)
-    return unit_scale(raw, scope.mask)
+    return unit_scale(raw, scope.mask, scope.invalid)
 
 
 def _covisit_session(rec, user_id, state, scope, signals) -> np.ndarray:
@@ -146,8 +190,13 @@ def _covisit_session(rec, user_id, state, scope, signals) -> np.ndarray:
         (row, weights[t])
         for row, t, ts in state.recent
         if ts >= start and t in cv.types and weights.get(t, 0.0)
-    ]
-    return _covisit_from(rec, history[-cv.window :], scope)
+    ][-cv.window :]
+    # Usually (a session longer than the window) these are exactly the events ``covisit``
+    # scored: its column, computed from the same history over the same scope and mask, is
+    # this one to the bit, and a second co-visitation pass per list is saved.
+    if "covisit" in signals and history == cv.history(user_id):
+        return signals["covisit"]
+    return _covisit_from(rec, history, scope)
 
 
 def _covisit_last(rec, user_id, state, scope, signals) -> np.ndarray:
@@ -158,7 +207,7 @@ def _covisit_last(rec, user_id, state, scope, signals) -> np.ndarray:
 def _item_events(rec, user_id, state, scope, signals) -> np.ndarray:
     if "item_events" not in signals:  # computed once per list (the *_x_new features use it)
         events = scope.at(rec.covisit.item_events(len(rec.index)))
-        signals["item_events"] = unit_scale(np.log1p(events), scope.mask)
+        signals["item_events"] = unit_scale(np.log1p(events), scope.mask, scope.invalid)
     return signals["item_events"]
 
 
@@ -193,7 +242,17 @@ def _transition(rec, user_id, state, scope, signals) -> np.ndarray:
     model = rec.transitions
     if model is None:  # a model pickled before it existed, or a ranker built without it
         return scope.zeros()
-    return unit_scale(model.score(user_id, scope.rows), scope.mask)
+    if scope.rows is not None:
+        return unit_scale(model.score(user_id, scope.rows), scope.mask, scope.invalid)
+    # unit_scale over the few rows where the scores can be nonzero (they are >= 0): the same
+    # maximum over the mask (or 0) and the same quotients, without catalogue-sized passes
+    scores, support = model.score_support(user_id)
+    selected = scores[support[scope.mask[support]]]
+    top = float(selected.max()) if selected.size else 0.0
+    if top <= 0:  # (NaN cannot occur: positive sums over positive in-counts)
+        return np.zeros_like(scores)
+    scores[support] = scores[support] / top
+    return scores
 
 
 def _content_attention(rec, user_id, state, scope, signals) -> np.ndarray:
@@ -262,22 +321,23 @@ def feature_matrix(
     item row (``rows`` None) or of ``rows`` (a two-stage list's candidates), scaled over the
     candidates ``mask`` (over the same scope); ``signals`` the hybrid's base signals (those the
     user has), for the reasons of a list."""
-    signals = rec._signals(user_id, mask, every=True, rows=rows)
+    scope = Scope(len(rec.index), mask, rows)
+    signals = rec._signals(user_id, mask, every=True, rows=rows, invalid=scope.invalid)
     memo = dict(signals)  # the extra features' shared parts (item_events) join it
     state = rec.users.get(user_id)
-    scope = Scope(len(rec.index), mask, rows)
-    columns = []
-    for name in names:
+    # feature-major (each column contiguous), used through the transposed view: each column
+    # is written into its row once, as np.stack would have copied it (float32 ones cast)
+    X = np.empty((len(names), scope.size))
+    for j, name in enumerate(names):
         if name in signals:
-            columns.append(signals[name])
+            X[j] = signals[name]
         elif name in EXTRA_FEATURES:
-            columns.append(EXTRA_FEATURES[name](rec, user_id, state, scope, memo))
+            X[j] = EXTRA_FEATURES[name](rec, user_id, state, scope, memo)
         elif name in BASE_FEATURES:  # a signal this user has none of yet (no history)
-            columns.append(scope.zeros())
+            X[j] = 0.0
         else:
             raise ValueError(f"unknown feature {name!r}")
-    # stacked feature-major (contiguous copies), used through the transposed view
-    return np.stack(columns).T, signals
+    return X.T, signals
 
 
 class FeatureCache:

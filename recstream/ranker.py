@@ -168,18 +168,23 @@ class OnlineRanker:
         *,
         weight: float = 1.0,
         clock: int = 0,
+        scores: np.ndarray | None = None,
     ) -> float:
         """A test-then-learn step from one event: ``X`` holds the features of every row
         ``(n_rows, n_features)``, ``positive`` is the event's row and ``candidates`` a boolean
         mask of the rows the user could have been shown (the positive counts as one).
+        ``scores``: :meth:`score` of ``X`` at the current weights when the caller has it (the
+        list it has just ranked; read, not written), else computed here.
 
         ``"softmax"``: the negatives are every candidate. ``"bpr"``: this ranker's top
         ``n_shown`` candidates other than the positive (the list it would have shown) and
         ``n_sampled`` candidates drawn uniformly (the same row may come twice)."""
         mask = candidates.copy()
         mask[positive] = True
+        if scores is None:
+            scores = self.score(X)
         if self.loss == "softmax":
-            scores = np.where(mask, self.score(X), -np.inf)
+            scores = np.where(mask, scores, -np.inf)
             return self._softmax_step(X, scores, positive, weight, clock)
         mask[positive] = False
         pool = np.flatnonzero(mask)
@@ -187,7 +192,7 @@ class OnlineRanker:
         if self.n_shown and pool.size:
             k = min(self.n_shown, pool.size)
             if k < pool.size:
-                scores = np.where(mask, self.score(X), -np.inf)
+                scores = np.where(mask, scores, -np.inf)
                 parts.append(np.argpartition(-scores, k - 1)[:k])
             else:
                 parts.append(pool)
@@ -202,12 +207,15 @@ class OnlineRanker:
         self, X: np.ndarray, scores: np.ndarray, positive: int, weight: float, clock: int
     ) -> float:
         """Cross-entropy of the positive among the rows with a finite score:
-        d/dw -log p+ = E_p[x] - x+, with p = softmax(scores)."""
+        d/dw -log p+ = E_p[x] - x+, with p = softmax(scores). ``scores`` is the caller's own
+        array (both callers make a new one) and is overwritten: per step, two list-sized
+        arrays fewer, the same values."""
         top = float(scores.max())
-        e = np.exp(scores - top)  # exp(-inf) = 0: rows outside the candidates
+        at_positive = scores[positive]
+        e = np.exp(np.subtract(scores, top, out=scores), out=scores)  # exp(-inf) = 0: outside
         total = float(e.sum())
-        self._step(((e / total) @ X - X[positive]) * weight, clock)
-        return float(np.log(total) + top - scores[positive])
+        self._step((np.divide(e, total, out=e) @ X - X[positive]) * weight, clock)
+        return float(np.log(total) + top - at_positive)
 
     def _step(self, grad: np.ndarray, clock: int) -> None:
         if self.l2:

@@ -159,7 +159,15 @@ class Transitions(StreamModel):
     def _count(self, prev: int, row: int, w: float) -> None:
         if self._journal is not None:
             self._journal.append((prev, row, w, self._t))
-        self._add(np.array([prev]), np.array([row]), np.array([w * 2.0 ** self._exponent()]))
+        x = w * 2.0 ** self._exponent()
+        # _add for one pair, without its three 1-element arrays and two ufunc.at calls (per
+        # event): the same additions
+        n = len(self.index)
+        self._out = grow(self._out, n)
+        self._in = grow(self._in, n)
+        self._out[prev] += x
+        self._in[row] += x
+        self.pairs.add(prev, row, x)
 
     def _add(self, a: np.ndarray, b: np.ndarray, v: np.ndarray) -> None:
         """Add inflated values ``v`` to ``T(a, b)`` (and to the row and column sums)."""
@@ -188,6 +196,16 @@ class Transitions(StreamModel):
         """:meth:`score_from` the user's last items."""
         return self.score_from(self.history(user_id), rows)
 
+    def score_support(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, support)``: :meth:`score` over every index row (a new array, the
+        caller's), and the sorted rows outside which it is 0: the few hundred successors of the
+        user's last items, for a caller that scales it without a catalogue-sized pass."""
+        parts = self._parts(self.history(user_id))
+        n = len(self.index)
+        if parts is None:
+            return np.zeros(n), np.zeros(0, dtype=np.int64)
+        return self._dense(*parts, n)
+
     def score_from(
         self, history: Sequence[tuple[int, float]], rows: np.ndarray | None = None
     ) -> np.ndarray:
@@ -196,6 +214,22 @@ class Transitions(StreamModel):
         stored successors (at most ``n_last x 2 max_stored``), plus ``len(rows)`` or the
         catalogue for the result."""
         n = len(self.index)
+        parts = self._parts(history)
+        size = n if rows is None else len(rows)
+        if parts is None:
+            return np.zeros(size)
+        cols, vals = parts
+        if rows is None:
+            return self._dense(cols, vals, n)[0]
+        at = np.asarray(rows, dtype=np.int64)
+        support, inverse = np.unique(cols, return_inverse=True)
+        sums = np.bincount(inverse, vals, minlength=support.size)
+        pos = np.minimum(np.searchsorted(support, at), support.size - 1)
+        return self._damp(np.where(support[pos] == at, sums[pos], 0.0), at)
+
+    def _parts(self, history: Sequence[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(cols, vals)``: every stored successor of the last ``n_last`` history items with
+        its contribution, newest item first; None when none has any."""
         n_out = self._out.shape[0]
         cols_parts, vals_parts = [], []
         decay = 1.0
@@ -205,29 +239,32 @@ class Transitions(StreamModel):
                 cols_parts.append(cols)
                 vals_parts.append(vals * (weight * decay / self._out[row]))
             decay *= self.recency
-        size = n if rows is None else len(rows)
         if not cols_parts:
-            return np.zeros(size)
-        cols = np.concatenate(cols_parts).astype(np.int64)
-        vals = np.concatenate(vals_parts).astype(np.float64)
-        if rows is None:
-            scores = np.bincount(cols, vals, minlength=n)[:n]
-            at = np.arange(n)
-        else:
-            at = np.asarray(rows, dtype=np.int64)
-            support, inverse = np.unique(cols, return_inverse=True)
-            sums = np.bincount(inverse, vals, minlength=support.size)
-            pos = np.minimum(np.searchsorted(support, at), support.size - 1)
-            scores = np.where(support[pos] == at, sums[pos], 0.0)
-        if self.beta:
-            inside = at < self._in.shape[0]
-            into = np.where(inside, self._in[np.where(inside, at, 0)], 0.0)
-            # the frame's factor is common to every destination: dividing it out changes the
-            # values only, never the order, but keeps scores comparable over time
-            into = into * self._decay_now()
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scores = np.where(into > 0, scores / into**self.beta, 0.0)
-        return scores
+            return None
+        return np.concatenate(cols_parts).astype(np.int64), np.concatenate(vals_parts).astype(
+            np.float64
+        )
+
+    def _dense(self, cols: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores over the n rows, their support)``. The in-count damping is elementwise, so
+        it is applied on the support only (0 elsewhere either way): a catalogue-sized gather
+        and three catalogue-sized ``where`` passes less per list, the same values."""
+        scores = np.bincount(cols, vals, minlength=n)[:n]
+        support = np.flatnonzero(scores)
+        scores[support] = self._damp(scores[support], support)
+        return scores, support
+
+    def _damp(self, scores: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """``scores`` (aligned with rows ``at``) over their in-count ** beta (0 without one)."""
+        if not self.beta:
+            return scores
+        inside = at < self._in.shape[0]
+        into = np.where(inside, self._in[np.where(inside, at, 0)], 0.0)
+        # the frame's factor is common to every destination: dividing it out changes the
+        # values only, never the order, but keeps scores comparable over time
+        into = into * self._decay_now()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(into > 0, scores / into**self.beta, 0.0)
 
     def _decay_now(self) -> float:
         if self.half_life is None or self._t_ref is None:

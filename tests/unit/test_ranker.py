@@ -30,7 +30,7 @@ def fresh_model(shop, config=None, seed=42):
 
 
 LEARNED = RecommenderConfig(ranker="learned")
-FIXED = RecommenderConfig(ranker="fixed")
+FIXED = RecommenderConfig(ranker="fixed", retrieval="exact")  # the hybrid before both existed
 
 
 def test_the_learned_ranker_is_the_default():

@@ -142,7 +142,45 @@ def test_a_two_stage_model_saves_and_loads(shop, tmp_path):
 
 
 def test_the_exact_setting_keeps_the_model_version():
-    assert RecommenderConfig().digest() == RecommenderConfig(retrieval_min_items=5).digest()
-    assert RecommenderConfig().digest() != RecommenderConfig(retrieval="two_stage").digest()
+    exact = RecommenderConfig(retrieval="exact")
+    assert exact.digest() == RecommenderConfig(retrieval="exact", retrieval_min_items=5).digest()
+    assert exact.digest() != RecommenderConfig(retrieval="two_stage").digest()
+    # the default ("auto") names its retrieval settings: above the threshold its lists differ
+    assert RecommenderConfig().retrieval == "auto" and RecommenderConfig().digest() not in (
+        exact.digest(),
+        RecommenderConfig(retrieval_min_items=5).digest(),
+    )
     with pytest.raises(ValueError, match="retrieval"):
         RecommenderConfig(retrieval="fast")
+
+
+def test_the_ranker_steps_only_on_an_item_the_two_stages_gathered(shop, monkeypatch):
+    """An item the gathering missed could not have been shown: no step (adding it to the
+    gathered rows taught the ranker to tell an added row from gathered ones)."""
+    from recstream.events import Event
+
+    rec = model(shop, retrieval="two_stage", retrieval_index="exact")
+    for e in shop[1][:500]:
+        rec.learn(e)
+    user = shop[1][499].user_id
+    seen = rec.users.get(user).seen
+    target = next(i for i in rec.index.ids if rec.index.rows[i] not in seen)
+    row = rec.index.rows[target]
+    gather = rec.retrieval.gather
+    calls = []
+
+    def without_target(r, user_id, mode):
+        calls.append(user_id)
+        rows = gather(r, user_id, mode)
+        return rows[rows != row]
+
+    monkeypatch.setattr(rec.retrieval, "gather", without_target)
+    steps, w = rec.ranker.n_steps, rec.ranker.w.copy()
+    rec.learn(Event("x1", user, target, "purchase", 1e9))
+    assert calls and rec.ranker.n_steps == steps and np.array_equal(rec.ranker.w, w)
+
+    monkeypatch.setattr(rec.retrieval, "gather", lambda r, u, m: np.union1d(gather(r, u, m), [row]))
+    other = next(i for i in rec.index.ids if rec.index.rows[i] not in rec.users.get(user).seen)
+    row = rec.index.rows[other]
+    rec.learn(Event("x2", user, other, "purchase", 1e9 + 1))
+    assert rec.ranker.n_steps == steps + 1
