@@ -267,6 +267,8 @@ def swap_vectors(
         todo = [item_id for item_id in current if item_id not in done]
     if keep:
         model.set_item_vectors([ids[i] for i in keep], vectors[keep])
+    if hasattr(model, "set_encoder_version"):  # lists from now on name the tuned encoder
+        model.set_encoder_version(result.model_version)
     return todo
 
 

@@ -37,6 +37,7 @@ and the fresh-item prior.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -201,10 +202,26 @@ class Recommender(SharedState):
             self.retrieval = TwoStage(index=c.retrieval_index, sample=c.retrieval_sample, seed=seed)
 
     # -- catalogue ---------------------------------------------------------------------------
+    # The encoder whose vectors the model scores with, when it is not the base one (a tuned
+    # encoder swapped in: recstream/finetune_job.py). Class default: the base encoder, also for
+    # models pickled before it existed.
+    encoder_version: str | None = None
+    _version_digest: str | None = None
+
+    def set_encoder_version(self, version: str | None) -> None:
+        """Name the encoder of the vectors now installed (None: the base one); model_version
+        changes with it, so a list says which vectors scored it."""
+        self.encoder_version = version or None
+        self._version_digest = None
+        if self.encoder_version:
+            key = f"{self._config_digest}/{self.encoder_version}".encode()
+            self._version_digest = hashlib.blake2b(key, digest_size=4).hexdigest()
+
     @property
     def model_version(self) -> str:
-        """Changes whenever the weights (any event) or the configuration change."""
-        return f"hybrid-{self._config_digest}-{self.n_events}"
+        """Changes whenever the weights (any event), the configuration or the encoder (a tuned
+        one swapped in) change: ``hybrid-<digest>-<events>``."""
+        return f"hybrid-{self._version_digest or self._config_digest}-{self.n_events}"
 
     def upsert_item(self, item: Item) -> bool:
         """Add or update a catalogue item; True when it needs (re-)encoding (new or new text).

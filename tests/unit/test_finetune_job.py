@@ -144,8 +144,17 @@ def test_swap_into_a_recommender_replaces_every_vector() -> None:
         rec.upsert_item(Item(i, title=i))
     rec.set_item_vectors(ids, old)
     new = old[:, ::-1].copy()
+    before = rec.model_version
     assert swap_vectors(rec, _result(ids, ids, new)) == []
     np.testing.assert_allclose(np.stack([rec.index.vector(i) for i in ids]), new, atol=1e-6)
+    # the lists from now on carry a new model_version, naming the tuned encoder ("v2")
+    assert rec.encoder_version == "v2" and rec.model_version != before
+    assert rec.model_version.startswith("hybrid-") and rec.model_version.endswith("-0")
+    other = Recommender(seed=1)
+    other.set_encoder_version("v3")
+    assert other.model_version not in (before, rec.model_version)
+    other.set_encoder_version(None)  # back to the base encoder: the version it had
+    assert other.model_version == before
 
 
 def test_align_keeps_geometry_and_turns_towards_the_old_space() -> None:
