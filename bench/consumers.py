@@ -31,7 +31,18 @@ def event_messages(
     return [(e.user_id.encode(), e.to_json()) for e in events]
 
 
-def faust_noop_drain(topic: str, n: int, partitions: int, timeout_s: float = 300.0) -> dict:
+def faust_noop_drain(
+    topic: str,
+    n: int,
+    partitions: int,
+    timeout_s: float = 300.0,
+    *,
+    launcher: tuple[str, ...] = ("-m", "bench.faust_noop"),
+    label: str = "Faust no-op worker",
+) -> dict:
+    """Run the do-nothing Faust agent (``bench.faust_noop``) in a child Python started with
+    ``launcher`` (``bench.pipeline`` starts it with the worker's Faust settings) and return the
+    result it writes."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = Path(tmp.name)
     args = json.dumps(
@@ -39,7 +50,7 @@ def faust_noop_drain(topic: str, n: int, partitions: int, timeout_s: float = 300
     )
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.faust_noop", args],
+            [sys.executable, *launcher, args],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -49,8 +60,7 @@ def faust_noop_drain(topic: str, n: int, partitions: int, timeout_s: float = 300
         text = out.read_text()
         if not text:
             raise RuntimeError(
-                f"Faust no-op worker exited {proc.returncode} without a result: "
-                f"{proc.stderr.strip()[-2000:]}"
+                f"{label} exited {proc.returncode} without a result: {proc.stderr.strip()[-2000:]}"
             )
         result = json.loads(text)
     finally:

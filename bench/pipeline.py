@@ -40,9 +40,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -97,30 +94,14 @@ runpy.run_module("bench.faust_noop", run_name="__main__")
 
 def faust_noop_like_worker(topic: str, n: int, partitions: int, timeout_s: float = 300.0) -> dict:
     """``bench.consumers.faust_noop_drain``, with Faust configured as the worker configures it."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
-        out = Path(tmp.name)
-    args = {"topic": topic, "n": n, "partitions": partitions, "out": str(out)}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _LIKE_THE_WORKER, json.dumps({**args, "timeout_s": timeout_s})],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s + 120,
-            check=False,
-        )
-        text = out.read_text()
-        if not text:
-            raise RuntimeError(
-                f"Faust no-op (worker's settings) exited {proc.returncode} without a result: "
-                f"{proc.stderr.strip()[-2000:]}"
-            )
-        result = json.loads(text)
-    finally:
-        out.unlink(missing_ok=True)
-    if "error" in result:
-        raise RuntimeError(result["error"])
-    return result
+    return faust_noop_drain(
+        topic,
+        n,
+        partitions,
+        timeout_s,
+        launcher=("-c", _LIKE_THE_WORKER),
+        label="Faust no-op (worker's settings)",
+    )
 
 
 def _worker_pass(
