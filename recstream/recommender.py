@@ -59,6 +59,7 @@ from recstream.popularity import Popularity
 from recstream.ranker import OnlineRanker
 from recstream.reasons import explain
 from recstream.recommender_config import RANKERS, RecommenderConfig
+from recstream.recommender_ranking import RankerSteps
 from recstream.recommender_sharing import USER_FORMAT, SharedState
 from recstream.retrieval import TwoStage
 from recstream.state import EXCLUDE_MODES, UserStore
@@ -70,7 +71,7 @@ __all__ = ["RANKERS", "USER_FORMAT", "Recommender", "RecommenderConfig"]
 _FORMAT_VERSION = 1
 
 
-class Recommender(SharedState):
+class Recommender(SharedState, RankerSteps):
     """Hybrid streaming recommender (module docstring).
 
     Parameters
@@ -443,62 +444,6 @@ class Recommender(SharedState):
             if excluded:
                 valid[np.fromiter(excluded, dtype=np.intp, count=len(excluded))] = False
         return valid
-
-    def _learn_ranker(self, event: Event) -> None:
-        """The ranker's step on ``event`` before the model learns it: its item against the
-        candidates, the items the user had not touched (the protocol's ``exclude="seen"``).
-        An item the user touched before (a purchase after its view) is no step: it was not
-        among those candidates, and what brought the user back to it is not what ranks them.
-        Two-stage: the candidates are the gathered ones; an item they miss is no step."""
-        row = self.index.row(event.item_id)
-        state = self.users.get(event.user_id)
-        if row is None or not self.index.active[row] or self.ranker is None:
-            return  # never recommendable yet: nothing a list could have shown
-        if state is not None and row in state.seen:
-            return
-        cache = self._feature_cache
-        cached = None
-        if (
-            cache is not None
-            and cache.key is not None
-            and cache.key[:2]
-            == (
-                event.user_id,
-                self.n_events,
-            )
-        ):
-            # the list just ranked for this user, at this state. Only a "seen" list (the
-            # evaluation protocol's) holds exactly the features a fresh pass would give: a
-            # worker's "purchased" list scaled them over more candidates, and reusing it would
-            # make the model depend on how events were batched (one list per batch, not per
-            # event), so a replay after a restart would not learn the same weights
-            cached = cache.take(cache.key) if cache.key[2] == "seen" else None
-        X = rows = scores = None
-        if cached is not None:
-            X, mask, rows, scores, w = cached
-            if not np.array_equal(w, self.ranker.w):
-                scores = None  # the weights moved since (a merged delta): score again
-            if rows is not None and not np.isin(row, rows):
-                return  # two stages: not gathered, so no list could have shown it (below)
-        if X is None:
-            if self.two_stage_active():
-                rows = self.retrieval.gather(self, event.user_id, "seen")  # type: ignore[union-attr]
-                if not np.isin(row, rows):
-                    # Not gathered: no list could have shown it, so no step (as for an item the
-                    # user had touched). Adding it to the gathered rows taught the ranker what
-                    # tells an added item from gathered ones (held out on ml-latest-small
-                    # hr@10 -1.4 %, cold -11 % against exact; skipped: +0.9 % / +0.9 %)
-                    return
-                mask = np.ones(rows.size, dtype=bool)
-            else:
-                rows, mask = None, self._candidates(state, "seen")
-            X, _ = feature_matrix(self, event.user_id, mask, self.ranker.features, rows=rows)
-        positive = row if rows is None else int(np.searchsorted(rows, row))
-        c = self.config
-        weight = c.event_weights.get(event.type, 1.0)
-        if self.covisit.item_events(row + 1)[row] < c.ranker_cold_events:  # any type, per item
-            weight *= 1.0 + c.ranker_cold_boost
-        self.ranker.learn_list(X, positive, mask, weight=weight, clock=self.n_events, scores=scores)
 
     def _stale(self) -> None:
         """The model changed outside learn(): the cached features no longer hold."""
