@@ -64,7 +64,14 @@ def _content_anchors(rec: Recommender, rows, best, state) -> dict[int, tuple[str
         return {}
     has = rec.index.has_vector
     # the profile decays fast, so the anchor is looked for among the latest items only
-    recent = [(r, t) for r, t, _ in list(state.recent)[-10:] if has[r]]
+    # each item once, with its first event in the window: duplicate rows would tie, and which
+    # copy a matrix product rounds higher depends on the CPU's BLAS kernel (an item viewed
+    # then clicked was explained as "viewed" on one machine and "clicked" on another)
+    first: dict[int, str] = {}
+    for r, t, _ in list(state.recent)[-10:]:
+        if has[r]:
+            first.setdefault(r, t)
+    recent = list(first.items())
     if not recent:
         return {}
     vectors = rec.index.vectors
