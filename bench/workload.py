@@ -41,13 +41,11 @@ def catalogue_vectors(items: list, models_dir: Path = MODELS_CACHE) -> np.ndarra
 
 def _loaded_recommender(items: list, vectors: np.ndarray, k_seed: int = 42) -> Any:
     from recstream.config import Settings
-    from recstream.recommender import Recommender, RecommenderConfig
+    from recstream.recommender import Recommender
 
-    # the worker's model (streams/worker.py): the same ranker and retrieval as the worker the
-    # benchmark compares with, RECSTREAM_RANKER / RECSTREAM_RETRIEVAL included
-    settings = Settings.from_env()
-    config = RecommenderConfig(ranker=settings.ranker, retrieval=settings.retrieval)
-    rec = Recommender(config, seed=k_seed)
+    # the worker's model (streams/worker.py): the same settings as the worker the benchmark
+    # compares with, RECSTREAM_RANKER / _RANKER_FEATURES / _RETRIEVAL included
+    rec = Recommender(Settings.from_env().recommender_config(), seed=k_seed)
     for item in items:
         rec.upsert_item(item)
     rec.set_item_vectors([i.item_id for i in items], vectors)

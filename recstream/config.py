@@ -19,6 +19,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from recstream.recommender_config import RecommenderConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # What Kafka's clients call them (security.protocol, sasl.mechanism).
@@ -117,6 +121,11 @@ class Settings:
     # the ranker it was saved with. Learned is the default since issue 11 (held out it beats the
     # fixed weights: docs/evaluation/ranker.md)
     ranker: str = "learned"
+    # RECSTREAM_RANKER_FEATURES: the learned ranker's features, comma-separated; "" = the
+    # default set; "+name,..." = the default plus these (e.g. "+content_taste", a long-term taste
+    # feature for shops whose users keep stable tastes: docs/evaluation/synth_gap.md). Names:
+    # recstream/features.py. A restored checkpoint keeps its own
+    ranker_features: str = ""
     # RECSTREAM_RETRIEVAL: "exact" = every list scores the whole catalogue; "two_stage" =
     # gather bounded candidates (co-visited neighbours, ANN over content and MF vectors,
     # popular and fresh pools), score only those; "auto" = two-stage from 50,000 items on
@@ -196,6 +205,33 @@ class Settings:
     def __post_init__(self) -> None:
         self._check_kafka_security()
         self._check_state_store()
+
+    def recommender_config(self) -> RecommenderConfig:
+        """The model these settings ask for: ranker, its features and retrieval (one place for
+        the worker and the benchmarks that compare with it).
+
+        >>> Settings(ranker_features="+content_taste").recommender_config().ranker_features[-1]
+        'content_taste'
+        >>> Settings(ranker_features="covisit,nonsense").recommender_config()
+        Traceback (most recent call last):
+        ...
+        ValueError: RECSTREAM_RANKER_FEATURES: unknown feature(s) nonsense
+        """
+        from recstream.recommender_config import RecommenderConfig
+
+        spec = self.ranker_features.strip()
+        extra = {}
+        if spec:
+            names = tuple(n.strip() for n in spec.lstrip("+").split(",") if n.strip())
+            if spec.startswith("+"):
+                names = tuple(dict.fromkeys((*RecommenderConfig().ranker_features, *names)))
+            extra["ranker_features"] = names
+        try:
+            return RecommenderConfig(ranker=self.ranker, retrieval=self.retrieval, **extra)
+        except ValueError as e:
+            if "feature" in str(e):
+                raise ValueError(f"RECSTREAM_RANKER_FEATURES: {e}") from None
+            raise
 
     def _check_state_store(self) -> None:
         if self.ranker not in RANKERS:

@@ -12,15 +12,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from recstream.features import DEFAULT_FEATURES
+from recstream.features import BASE_FEATURES, DEFAULT_FEATURES, EXTRA_FEATURES
 from recstream.retrieval import RETRIEVALS
 from recstream.state import DEFAULT_EVENT_WEIGHTS
 
 __all__ = ["RANKERS", "RecommenderConfig"]
 
 RANKERS = ("fixed", "learned")
+FEATURE_NAMES = frozenset((*BASE_FEATURES, *EXTRA_FEATURES))
 # Settings only the learned ranker's features read (their prefixes).
-_RANKER_ONLY = ("ranker", "transition_", "attention_", "context_")
+_RANKER_ONLY = ("ranker", "transition_", "attention_", "context_", "taste_")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class RecommenderConfig:
     attention_temperature: float = 0.1  # of the softmax over their cosines (large: the mean)
     attention_recency: float = 0.9  # prior weight per step back ...
     attention_session_boost: float = 2.0  # ... and times this inside the current session
+    # content_taste's long-term profile: per event over the user's recent events (docs:
+    # docs/evaluation/synth_gap.md measured 0.9 as the long profile a static taste wants)
+    taste_decay: float = 0.9
     context_prior: float = 10.0  # pseudo-events shrinking an item's context shares
     # --- diversity (recstream/diversify.py) -------------------------------------------------
     # 0 = lists exactly as scored; > 0: an MMR re-rank of the best diversity_pool candidates on
@@ -127,6 +131,9 @@ class RecommenderConfig:
             raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
         if self.retrieval not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {RETRIEVALS}, got {self.retrieval!r}")
+        unknown = [n for n in self.ranker_features if n not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}")
 
     def digest(self) -> str:
         fields = dataclasses.asdict(self)

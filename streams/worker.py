@@ -51,11 +51,11 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _new_recommender(settings: Settings):
-    """An empty model with the settings' ranker."""
-    from recstream.recommender import Recommender, RecommenderConfig
+    """An empty model as the settings ask (ranker, its features, retrieval)."""
+    from recstream.recommender import Recommender
 
     return Recommender(
-        RecommenderConfig(ranker=settings.ranker, retrieval=settings.retrieval),
+        settings.recommender_config(),
         seed=settings.seed,
         exclude=settings.exclude,
         allow_unknown_items=settings.allow_unknown_items,

@@ -17,7 +17,7 @@ from recstream.recommender import USER_FORMAT, Recommender, RecommenderConfig
 from recstream.state import UserState
 from recstream.user_partitions import decode_value, encode_value
 
-NEW = ("transition", "content_attention", "context_hour", "context_device")
+NEW = ("transition", "content_attention", "content_taste", "context_hour", "context_device")
 CONFIG = RecommenderConfig(
     ranker="learned",
     ranker_features=(*dict.fromkeys((*RecommenderConfig().ranker_features, *NEW)),),
@@ -143,6 +143,28 @@ def test_attention_matches_a_per_candidate_loop_and_respects_rows():
     rows = np.array([5, 0, 39, 5])
     assert np.allclose(attention_scores(index, history, rows, temperature=0.2), got[rows])
     assert attention_scores(index, [], rows).tolist() == [0.0] * 4
+
+
+def test_the_taste_profile_is_the_profile_at_another_decay(shop):
+    """Over a history shorter than the recent window, the taste profile at the profile's own
+    decay is the user's content profile; at decay 1 every recent event counts alike."""
+    from recstream.features import taste_profile
+
+    rec = model(shop, n_events=200)
+    checked = 0
+    for user_id in {e.user_id for e in shop[1][:200]}:
+        state = rec.users.get(user_id)
+        if state is None or not 3 <= len(state.recent) < rec.users.recent_size:
+            continue
+        same = taste_profile(state, rec.users.weights, rec.index, rec.users.profile_decay)
+        np.testing.assert_allclose(same, state.profile(), atol=1e-5)
+        flat = sum(rec.users.weights[t] * rec.index.vectors[row] for row, t, _ in state.recent)
+        flat /= np.linalg.norm(flat)
+        np.testing.assert_allclose(
+            taste_profile(state, rec.users.weights, rec.index, 1.0), flat, atol=1e-5
+        )
+        checked += 1
+    assert checked >= 5
 
 
 def test_attention_history_weights_the_session_and_recency():
