@@ -9,9 +9,10 @@ the content profiles all carry signal. Then, for ``n_lists`` of those users, one
 each path on the same model:
 
 - two-stage (the model's own setting): gather candidates, score them;
-- exact: the same model with ``retrieval`` off, every row scored with the same function (the
-  model is built with ``content_dim=0``: full-width content cosines, as the two-stage path
-  computes them for its few rows);
+- exact: the same model with ``retrieval="exact"``, every row scored with the same function
+  (the model is built with ``content_dim=0``: full-width content cosines, as the two-stage path
+  computes them for its few rows; from ``retrieval_min_items`` rows on, both paths take the
+  min-max signals' 0 from the same per-list sample, ``Recommender._scale_floor``);
 - exact as shipped: the same, with the default 128-d PCA projection of the content vectors
   (what the exact path uses by default to go faster; its first list fits the projection,
   outside the timing).
@@ -111,7 +112,7 @@ def run(
     for n in sizes:
         rec, users, took = build(n, n_users, n_events, seed)
         listed = [u for u in users if rec.users.get(u) is not None][:n_lists]
-        exact_model = dataclasses.replace(rec.config, retrieval="auto", retrieval_min_items=1 << 62)
+        exact_model = dataclasses.replace(rec.config, retrieval="exact")
         with threadpool_limits(limits=1, user_api="blas"):  # one core, as the event loop has
             staged, staged_t = _timed(rec, listed)
             staged_config, rec.config = rec.config, exact_model

@@ -136,13 +136,30 @@ def unit_scale(x: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None = Non
     return x / top if top > 0 else np.zeros_like(x)
 
 
-def minmax_scale(x: np.ndarray, mask: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
+def minmax_scale(
+    x: np.ndarray,
+    mask: np.ndarray,
+    invalid: np.ndarray | None = None,
+    floor: np.ndarray | None = None,
+) -> np.ndarray:
     """Min-max scale ``x`` to [0, 1] over ``mask`` (signed signals such as MF scores).
-    ``invalid``: :func:`outside` of ``mask``, when the caller has it."""
-    extrema = _masked_extrema(x, mask, invalid, low=True)
+    ``invalid``: :func:`outside` of ``mask``, when the caller has it. ``floor``: a mask of the
+    rows whose minimum is the scale's 0 (a large catalogue's per-list sample,
+    ``Recommender._scale_floor``); rows below it go negative.
+
+    >>> x = np.array([0.0, 1.0, 2.0, 4.0])
+    >>> minmax_scale(x, np.ones(4, bool)).tolist()
+    [0.0, 0.25, 0.5, 1.0]
+    >>> minmax_scale(x, np.ones(4, bool), floor=np.array([False, True, True, False])).tolist()
+    [-0.3333333333333333, 0.0, 0.3333333333333333, 1.0]
+    """
+    low = floor is None or not floor.any()
+    extrema = _masked_extrema(x, mask, invalid, low=low)
     if extrema is None:
         return np.zeros_like(x)
     lo, hi = extrema
+    if not low:
+        lo = float(x[floor].min())
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
@@ -155,6 +172,11 @@ class Scope:
     n_items: int
     mask: np.ndarray
     rows: np.ndarray | None = None
+    floor: np.ndarray | None = None  # where min-max features take their 0 (None: the mask)
+
+    def floor_with(self, has: np.ndarray) -> np.ndarray | None:
+        """:attr:`floor` among the rows ``has`` marks (those with a vector), or None."""
+        return None if self.floor is None else self.floor & has
 
     @cached_property
     def invalid(self) -> np.ndarray:
@@ -278,7 +300,7 @@ def _content_attention(rec, user_id, state, scope, signals) -> np.ndarray:
     sim = attention_scores(index, history, scope.rows, temperature=c.attention_temperature)
     has = scope.at(index.has_vector)
     # min-max over the candidates with a vector, as ``content``: cosines crowd in a narrow band
-    return np.where(has, minmax_scale(sim, scope.mask & has), 0.0)
+    return np.where(has, minmax_scale(sim, scope.mask & has, floor=scope.floor_with(has)), 0.0)
 
 
 def taste_profile(
@@ -325,7 +347,7 @@ def _content_taste(rec, user_id, state, scope, signals) -> np.ndarray:
     else:
         sim = index.similarity_at(profile, scope.rows)
     has = scope.at(index.has_vector)
-    return np.where(has, minmax_scale(sim, scope.mask & has), 0.0)
+    return np.where(has, minmax_scale(sim, scope.mask & has, floor=scope.floor_with(has)), 0.0)
 
 
 def _context(key: str) -> _Extra:
@@ -375,8 +397,10 @@ def feature_matrix(
     item row (``rows`` None) or of ``rows`` (a two-stage list's candidates), scaled over the
     candidates ``mask`` (over the same scope); ``signals`` the hybrid's base signals (those the
     user has), for the reasons of a list."""
-    scope = Scope(len(rec.index), mask, rows)
-    signals = rec._signals(user_id, mask, every=True, rows=rows, invalid=scope.invalid)
+    scope = Scope(len(rec.index), mask, rows, floor=rec._scale_floor(mask, rows))
+    signals = rec._signals(
+        user_id, mask, every=True, rows=rows, invalid=scope.invalid, floor=scope.floor
+    )
     memo = dict(signals)  # the extra features' shared parts (item_events) join it
     state = rec.users.get(user_id)
     # feature-major (each column contiguous), used through the transposed view: each column

@@ -120,7 +120,10 @@ class RecommenderConfig:
     # retrieval_min_items active items, where it is the cheaper of the two (the cross-over,
     # measured: docs/retrieval.md); the sources are kept up to date from the start either way
     # (per event as cheap as none, measured on ml-latest-small; the content HNSW costs 2.3 KB
-    # per item with a vector, and its inserts). "auto" is the default (issue 12).
+    # per item with a vector, and its inserts). "auto" is the default (issue 12). From
+    # retrieval_min_items rows on, every path (exact included) takes the MF and content signals'
+    # 0 from the list's retrieval_sample uniform rows instead of the whole catalogue, so the
+    # two paths score alike (Recommender._scale_floor; below it nothing changed).
     retrieval: str = "auto"
     retrieval_index: str = "hnsw"  # "hnsw" (usearch) | "exact" (numpy scans: tests, tiny sets)
     retrieval_min_items: int = 50_000

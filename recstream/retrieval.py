@@ -18,11 +18,14 @@ those with the same signals, features and ranker (``Recommender._signals(rows=..
   event (O(1)), rebuilt only when the popularity frame is rescaled (every ~60 half-lives);
 - ``fresh``: the latest items to appear.
 
-On top of the candidates a list scores ``sample`` rows drawn uniformly from the catalogue. The
-exact path scales each signal over every row (``max`` or ``min``..``max``); over candidates
-alone the minimum of a min-max signal (MF, content) would be the candidates' own, which widens
-that signal's spread and changes the signals' balance. The sample puts typical catalogue rows
-back into the scale, cheaply (O(sample)).
+On top of the candidates a list scores ``sample`` rows drawn uniformly from the catalogue
+(:func:`scale_sample`). The exact path scales each signal over every row (``max`` or
+``min``..``max``); over candidates alone the minimum of a min-max signal (MF, content) would be
+the candidates' own, which widens that signal's spread and changes the signals' balance. The
+sample puts typical catalogue rows back into the scale, cheaply (O(sample)). From
+``retrieval_min_items`` rows on, *both* paths take a min-max signal's 0 from that sample
+(``Recommender._scale_floor``): the minimum of 1M rows sits far below a 1,000-row sample's, and
+the two paths' different floors were most of what the two-stage top-10 missed.
 
 >>> from recstream.events import Event, Item
 >>> from recstream.recommender import Recommender, RecommenderConfig
@@ -56,7 +59,7 @@ from recstream.candidates import (
 if TYPE_CHECKING:
     from recstream.recommender import Recommender
 
-__all__ = ["RETRIEVALS", "TwoStage"]
+__all__ = ["RETRIEVALS", "TwoStage", "scale_sample"]
 
 RETRIEVALS = ("exact", "two_stage", "auto")
 # Chosen at 10k items (bench/two_stage.py, docs/retrieval.md): the MF source added no exact
@@ -64,6 +67,21 @@ RETRIEVALS = ("exact", "two_stage", "auto")
 # graph of factors that move with every event costs a remove + add per touched row (~40 ms at
 # 1M items), so it is off (quota 0: no MF index is kept) unless a quota asks for it.
 DEFAULT_QUOTAS = {"covisit": 500, "content": 800, "mf": 0, "popular": 200, "fresh": 50}
+
+
+def scale_sample(n: int, seed: int, clock: int, size: int) -> np.ndarray:
+    """The rows one list draws uniformly (with replacement) from a catalogue of ``n``: at most
+    ``size``, seeded by ``(seed, clock)`` (the model's event clock), so every path that lists at
+    one model state draws the same rows.
+
+    >>> scale_sample(10, 42, 7, 4).tolist() == scale_sample(10, 42, 7, 4).tolist()
+    True
+    >>> scale_sample(0, 42, 7, 4).size, scale_sample(3, 42, 7, 1000).size
+    (0, 3)
+    """
+    if n <= 0 or size <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.random.default_rng((seed, clock)).integers(0, n, size=min(size, n))
 
 
 _BULK = 10_000  # rows from which an upsert uses every core (a catalogue load, a rebuild)
@@ -253,8 +271,7 @@ class TwoStage:
         rows = self.gatherer(rec)(query).rows
         n = len(rec.index)
         if self.sample and n:
-            rng = np.random.default_rng((self.seed, rec.n_events))
-            drawn = rng.integers(0, n, size=min(self.sample, n))
+            drawn = scale_sample(n, self.seed, rec.n_events, self.sample)
             drawn = drawn[rec.index.active[drawn]]
             if excluded:
                 drawn = drawn[~np.isin(drawn, np.fromiter(excluded, np.int64, len(excluded)))]

@@ -48,6 +48,39 @@ def test_sources_covering_the_catalogue_give_the_exact_lists(shop, ranker):
     assert lists(staged, shop[1]) == exact
 
 
+@pytest.mark.parametrize("ranker", ["fixed", "learned"])
+def test_above_the_threshold_both_paths_floor_on_the_same_sample(shop, ranker):
+    """From retrieval_min_items rows on, a min-max signal's 0 is the minimum over the list's
+    uniform sample on both paths (Recommender._scale_floor): the exact path still gives the
+    lists of a two-stage path whose sources cover the catalogue, and those lists differ from
+    the ones floored on every row."""
+    above = {"ranker": ranker, "retrieval_min_items": 50, "retrieval_sample": 20}
+    exact = model(shop, retrieval="exact", **above)
+    staged = model(shop, retrieval="two_stage", retrieval_index="exact", **above)
+    assert exact._scale_floor(exact.index.active, None) is not None
+    exact_lists = lists(exact, shop[1])
+    assert lists(staged, shop[1]) == exact_lists
+    # the floor matters: below the threshold (every row's minimum) the lists are others
+    below = model(shop, retrieval="exact", ranker=ranker, retrieval_min_items=1000)
+    assert below._scale_floor(below.index.active, None) is None
+    assert lists(below, shop[1]) != exact_lists
+
+
+def test_the_floor_is_the_sample_minimum(shop):
+    rec = model(shop, retrieval="exact", retrieval_min_items=50, retrieval_sample=5)
+    for e in shop[1][:400]:
+        rec.learn(e)
+    user = shop[1][399].user_id
+    valid = rec._candidates(rec.users.get(user), "purchased")
+    floor = rec._scale_floor(valid, None)
+    assert 0 < floor.sum() <= 5 and not (floor & ~valid).any()
+    mf = rec._signals(user, valid)["mf"]
+    raw = rec.mf.score(user)
+    lo, hi = raw[floor].min(), raw[valid].max()
+    assert lo > raw[valid].min()  # the sample misses the lowest row: the two floors differ
+    np.testing.assert_allclose(mf, (raw - lo) / (hi - lo), rtol=1e-6)
+
+
 def test_scores_match_the_exact_path(shop):
     exact, staged = model(shop), model(shop, retrieval="two_stage", retrieval_index="exact")
     for rec in (exact, staged):
