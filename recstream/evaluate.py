@@ -42,6 +42,7 @@ event in order, so only the reporting is split.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -299,6 +300,11 @@ def evaluate(
 
         desc = progress if isinstance(progress, str) else "evaluate"
         bar = tqdm(total=len(events), desc=desc, file=sys.stderr, unit="ev", mininterval=0.5)
+    from recstream.recommender import Recommender
+
+    recommend = model.recommend
+    if isinstance(model, Recommender):  # the protocol reads the items only: no reason texts
+        recommend = functools.partial(model.recommend, reasons=False)
     try:
         start = time.perf_counter()
         for part, lo, hi in zip(parts, bounds, bounds[1:], strict=False):
@@ -308,7 +314,7 @@ def evaluate(
                 event = events[n]
                 user_seen = seen.get(event.user_id)
                 if event.type == "purchase" and user_seen:
-                    recs = model.recommend(event.user_id, k, exclude="seen")
+                    recs = recommend(event.user_id, k, exclude="seen")
                     ids = [r.item_id for r in recs]
                     bad = [i for i in ids if i in user_seen]
                     if bad:

@@ -411,9 +411,11 @@ class Recommender(SharedState, RankerSteps):
         return len(self.index) >= self.config.retrieval_min_items  # "auto" (rows, not active)
 
     def recommend(
-        self, user_id: str, k: int = 10, *, exclude: str | None = None
+        self, user_id: str, k: int = 10, *, exclude: str | None = None, reasons: bool = True
     ) -> list[ScoredItem]:
-        """The ``k`` best items for ``user_id``, best first, each with a short reason."""
+        """The ``k`` best items for ``user_id``, best first, each with a short reason
+        (``reasons=False``: empty ones, for a caller that reads only the items and scores,
+        such as the evaluation: ~5 % of its time)."""
         mode = exclude or self.exclude
         if mode not in EXCLUDE_MODES:
             raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {mode!r}")
@@ -434,12 +436,15 @@ class Recommender(SharedState, RankerSteps):
         else:
             picked = top_k(total, k, valid=valid)
         items = picked if rows is None else rows[picked]
-        local = {name: s[picked] for name, s in signals.items()}
-        reasons = explain(self, items, user_id, state, local, weights, at=np.arange(picked.size))
+        if reasons:
+            local = {name: s[picked] for name, s in signals.items()}
+            texts = explain(self, items, user_id, state, local, weights, at=np.arange(picked.size))
+        else:
+            texts = [""] * picked.size
         ids = self.index.ids
         return [
             ScoredItem(ids[r], float(total[p]), reason)
-            for r, p, reason in zip(items, picked, reasons, strict=True)
+            for r, p, reason in zip(items, picked, texts, strict=True)
         ]
 
     def _score(

@@ -32,11 +32,17 @@ def test_every_latest_list_is_in_redis_after_an_outage(
     phases: dict[str, float] = {}
 
     async def stream(sink: RedisSink, users: range, seconds: float) -> None:
-        """Lists for random users of ``users``, one per millisecond or so, like the worker."""
+        """Lists for ``users`` in shuffled passes, one per millisecond or so, like the worker,
+        for ``seconds`` and at least one pass: every user gets a list however slow the machine
+        (random picks left one of 300 users out on a loaded CI machine)."""
         end = time.monotonic() + seconds
+        order: list[int] = []
         n = 0
-        while time.monotonic() < end:
-            user = f"u{rng.choice(users)}"
+        while time.monotonic() < end or n < len(users):
+            if not order:
+                order = list(users)
+                rng.shuffle(order)
+            user = f"u{order.pop()}"
             body = json.dumps({"user_id": user, "n": n, "t": time.time()}).encode()
             await sink.put_recommendation(user, body, np.full(8, n, dtype=np.float32))
             latest[user] = body

@@ -203,3 +203,13 @@ def test_content_reason_never_names_the_item_itself():
     reasons = {r.item_id: r.reason for r in rec.recommend("u", k=3)}
     assert reasons["a"] == "similar to b you viewed"
     assert reasons["b"] == "similar to a you viewed"
+
+
+def test_lists_without_reasons_are_the_same_lists(synthetic):
+    rec = trained(synthetic, n=600)
+    users = sorted({e.user_id for e in synthetic[1][:600]})[:10]
+    for user in users:
+        with_reasons = rec.recommend(user, 10)
+        bare = rec.recommend(user, 10, reasons=False)
+        assert [(r.item_id, r.score) for r in bare] == [(r.item_id, r.score) for r in with_reasons]
+        assert all(r.reason == "" for r in bare) and all(r.reason for r in with_reasons)
