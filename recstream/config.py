@@ -229,7 +229,7 @@ class Settings:
         try:
             return RecommenderConfig(ranker=self.ranker, retrieval=self.retrieval, **extra)
         except ValueError as e:
-            if "feature" in str(e):
+            if str(e).startswith("unknown feature"):
                 raise ValueError(f"RECSTREAM_RANKER_FEATURES: {e}") from None
             raise
 

@@ -84,6 +84,7 @@ __all__ = [
     "Scope",
     "feature_matrix",
     "minmax_scale",
+    "profile_cosines",
     "unit_scale",
 ]
 
@@ -298,9 +299,23 @@ def _content_attention(rec, user_id, state, scope, signals) -> np.ndarray:
     if not history:
         return scope.zeros()
     sim = attention_scores(index, history, scope.rows, temperature=c.attention_temperature)
+    return _cosine_column(sim, scope, index)
+
+
+def _cosine_column(sim: np.ndarray, scope: Scope, index: ItemIndex) -> np.ndarray:
+    """Cosines over the scope, min-max over the candidates with a vector (as ``content``:
+    cosines crowd in a narrow band), 0 for rows without one."""
     has = scope.at(index.has_vector)
-    # min-max over the candidates with a vector, as ``content``: cosines crowd in a narrow band
     return np.where(has, minmax_scale(sim, scope.mask & has, floor=scope.floor_with(has)), 0.0)
+
+
+def profile_cosines(index: ItemIndex, profile: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """Cosines of ``profile`` with every row (``rows`` None: in the index's projection, as the
+    exact path scores content) or with ``rows`` only (a two-stage list: full width, no
+    projection to keep fitted)."""
+    if rows is None:
+        return index.similarity(profile, approx=True)
+    return index.similarity_at(profile, rows)
 
 
 def taste_profile(
@@ -342,12 +357,7 @@ def _content_taste(rec, user_id, state, scope, signals) -> np.ndarray:
     profile = taste_profile(state, rec.users.weights, index, rec.config.taste_decay)
     if profile is None:
         return scope.zeros()
-    if scope.rows is None:  # as ``content``: in its projection over the catalogue
-        sim = index.similarity(profile, approx=True)
-    else:
-        sim = index.similarity_at(profile, scope.rows)
-    has = scope.at(index.has_vector)
-    return np.where(has, minmax_scale(sim, scope.mask & has, floor=scope.floor_with(has)), 0.0)
+    return _cosine_column(profile_cosines(index, profile, scope.rows), scope, index)
 
 
 def _context(key: str) -> _Extra:

@@ -50,9 +50,7 @@ from recstream.context import ContextAffinity
 from recstream.covisit import CoVisitation
 from recstream.diversify import mmr
 from recstream.events import Event, Item, ScoredItem
-from recstream.features import FeatureCache, feature_matrix, outside
-from recstream.features import minmax_scale as _minmax
-from recstream.features import unit_scale as _unit
+from recstream.features import FeatureCache, feature_matrix
 from recstream.index import ItemIndex, grow, top_k
 from recstream.mf import ImplicitMF
 from recstream.popularity import Popularity
@@ -61,7 +59,8 @@ from recstream.reasons import explain
 from recstream.recommender_config import RANKERS, RecommenderConfig
 from recstream.recommender_ranking import RankerSteps
 from recstream.recommender_sharing import USER_FORMAT, SharedState
-from recstream.retrieval import TwoStage, scale_sample
+from recstream.recommender_signals import SignalScales
+from recstream.retrieval import TwoStage
 from recstream.state import EXCLUDE_MODES, UserStore
 from recstream.transitions import Transitions
 
@@ -71,7 +70,7 @@ __all__ = ["RANKERS", "USER_FORMAT", "Recommender", "RecommenderConfig"]
 _FORMAT_VERSION = 1
 
 
-class Recommender(SharedState, RankerSteps):
+class Recommender(SharedState, RankerSteps, SignalScales):
     """Hybrid streaming recommender (module docstring).
 
     Parameters
@@ -312,96 +311,7 @@ class Recommender(SharedState, RankerSteps):
             if self.retrieval is not None:
                 self.retrieval.on_fresh(row)
 
-    # -- scoring -----------------------------------------------------------------------------
-    def _signals(
-        self,
-        user_id: str,
-        valid: np.ndarray,
-        every: bool = False,
-        rows: np.ndarray | None = None,
-        invalid: np.ndarray | None = None,
-        floor: np.ndarray | bool | None = True,
-    ) -> dict[str, np.ndarray]:
-        """The signals scaled over ``valid``: those with a weight, or ``every`` one (ranker).
-
-        Over every catalogue row (``rows`` None), or over ``rows`` only (a two-stage list:
-        arrays aligned with ``rows``, ``valid`` a mask over them, nothing catalogue-sized).
-        ``invalid``: ``outside(valid)`` when the caller has it (computed here otherwise).
-        ``floor``: :meth:`_scale_floor` when the caller has it (True: computed here).
-        """
-        c = self.config
-        if invalid is None:  # one pass per list, then no boolean gather per signal
-            invalid = outside(valid)
-        if floor is True:
-            floor = self._scale_floor(valid, rows)
-        out: dict[str, np.ndarray] = {}
-        now = float(self.n_events)
-        every_row = rows is None
-        pop = self.popularity.values(now) if every_row else self.popularity.values_at(rows, now)
-        out["popularity"] = _unit(np.log1p(pop), valid, invalid)
-        # already in [0, 1]
-        out["fresh"] = self.fresh.values(now) if every_row else self.fresh.values_at(rows, now)
-        state = self.users.get(user_id)
-        if state is None:
-            return out
-        if c.w_covisit or every:
-            if every_row:
-                covisit = self.covisit.score(user_id)
-            else:
-                covisit = self.covisit.score_at(self.covisit.history(user_id), rows)
-            out["covisit"] = _unit(covisit, valid, invalid)
-        if c.w_mf or every:
-            mf = self.mf.score(user_id) if every_row else self.mf.score_at(user_id, rows)
-            out["mf"] = _minmax(mf, valid, invalid, floor)
-        profile = state.profile()
-        if (c.w_content or every) and profile is not None and self.index.dim is not None:
-            if every_row:
-                if not self.index.n_vectors:
-                    return out
-                sim = self.index.similarity(profile, approx=True)
-                has = self.index.has_vector
-            else:  # a few rows: full-width cosines, no projection to keep fitted
-                sim = self.index.similarity_at(profile, rows)
-                has = self.index.has_vector[rows]
-            # min-max over the candidates: raw cosines of sentence embeddings crowd into a
-            # narrow band, so only their spread carries information
-            scaled = valid & has
-            low = None if floor is None else floor & has
-            out["content"] = np.where(has, _minmax(sim, scaled, outside(scaled), low), 0.0)
-        return out
-
-    def _weights(self) -> dict[str, float]:
-        c = self.config
-        return {
-            "covisit": c.w_covisit,
-            "mf": c.w_mf,
-            "content": c.w_content,
-            "popularity": c.w_popularity,
-            "fresh": c.w_fresh,
-        }
-
-    def _scale_floor(self, valid: np.ndarray, rows: np.ndarray | None) -> np.ndarray | None:
-        """Where the min-max signals (MF, content) take their 0: None below
-        ``retrieval_min_items`` rows (over the candidates ``valid``, as always); from there on
-        over the list's uniform sample (:func:`~recstream.retrieval.scale_sample`, the rows a
-        two-stage list scores besides its candidates) on *both* paths. A two-stage list cannot
-        see the whole catalogue's minimum, and a floor taken from its sample is higher, which
-        narrows those signals' spread and made them outweigh popularity next to the exact
-        path (candidate recall, BENCHMARKS.md): one floor for both paths scores alike."""
-        c = self.config
-        n = len(self.index)
-        if n < c.retrieval_min_items or not c.retrieval_sample:
-            return None
-        seed = self.retrieval.seed if self.retrieval is not None else self.seed
-        drawn = scale_sample(n, seed, self.n_events, c.retrieval_sample)
-        if rows is None:
-            floor = np.zeros(valid.shape[0], dtype=bool)
-            floor[drawn[drawn < floor.shape[0]]] = True
-        else:
-            floor = np.isin(rows, drawn)
-        floor &= valid
-        return floor if floor.any() else None
-
+    # -- scoring (the signals and their scales: recstream/recommender_signals.py) ------------
     def two_stage_active(self) -> bool:
         """Whether lists gather candidates now (``retrieval`` and the catalogue's size)."""
         if self.retrieval is None or self.config.retrieval == "exact":
