@@ -42,6 +42,9 @@ ranker names the feature):
   ``taste_decay`` (0.9) per event, next to ``content``'s short profile (0.5 per event: the last
   few items); min-max like ``content``. A static taste (a shop's liked genres) shows in the long
   mean, a drifting one in the short profile, and the ranker weighs the two per stream;
+* ``category_taste`` the user's long-term *category* taste (:mod:`recstream.categories`): the
+  mean share of the candidate's catalogue categories in the categories of the user's recent
+  events (decayed like ``content_taste``), ÷ max; 0 for items without categories;
 * ``context_hour``, ``context_device`` log of the candidate's lift in the user's current time of
   day and device (:mod:`recstream.context`), unscaled: a log-probability ratio is what a
   multinomial logit adds as it is, and 0 means "no information".
@@ -69,6 +72,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recstream.categories import category_share
 from recstream.index import ItemIndex
 from recstream.interest import attention_history, attention_scores
 
@@ -360,6 +364,15 @@ def _content_taste(rec, user_id, state, scope, signals) -> np.ndarray:
     return _cosine_column(profile_cosines(index, profile, scope.rows), scope, index)
 
 
+def _category_taste(rec, user_id, state, scope, signals) -> np.ndarray:
+    categories = rec.categories
+    if state is None or categories is None or not len(categories):
+        return scope.zeros()
+    share = category_share(categories, state.recent, rec.users.weights, rec.config.taste_decay)
+    values = categories.affinity(share, rows=scope.rows, n_rows=scope.n_items)
+    return unit_scale(values, scope.mask, scope.invalid)
+
+
 def _context(key: str) -> _Extra:
     def feature(rec, user_id, state, scope, signals) -> np.ndarray:
         model = rec.context
@@ -381,6 +394,7 @@ EXTRA_FEATURES: dict[str, _Extra] = {
     "transition": _transition,
     "content_attention": _content_attention,
     "content_taste": _content_taste,
+    "category_taste": _category_taste,
     "context_hour": _context("hour"),
     "context_device": _context("device"),
 }
@@ -393,6 +407,7 @@ DEFAULT_FEATURES = (
     "content_x_new",
     "fresh_x_new",
     "transition",
+    "category_taste",
 )
 
 

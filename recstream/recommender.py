@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recstream.categories import ItemCategories
 from recstream.context import ContextAffinity
 from recstream.covisit import CoVisitation
 from recstream.diversify import mmr
@@ -102,6 +103,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
     # None when no feature reads them (also for models pickled before they existed).
     transitions: Transitions | None = None
     context: ContextAffinity | None = None
+    categories: ItemCategories | None = None  # catalogue categories (category_taste)
     # The two-stage candidate sources (recstream/retrieval.py); None: exact lists only.
     retrieval: TwoStage | None = None
 
@@ -179,6 +181,8 @@ class Recommender(SharedState, RankerSteps, SignalScales):
                 max_stored=c.transition_max_stored,
                 **shared,
             )
+        if "category_taste" in features:
+            self.categories = ItemCategories()
         if features & {"context_hour", "context_device"}:
             self.context = ContextAffinity(weights=c.event_weights, prior=c.context_prior, **shared)
         self._text_hash: dict[str, str] = {}
@@ -236,6 +240,8 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         row = self.index.row(item.item_id)
         was_active = row is not None and bool(self.index.active[row])
         row = self.index.activate(item.item_id)
+        if self.categories is not None:
+            self.categories.set(row, item.categories)
         if not was_active and self.n_events > 0:
             # released while the stream runs (new, or learned from events while it waited for
             # this entry): fresh from now; an item marked fresh before keeps its clock

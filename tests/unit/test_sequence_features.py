@@ -17,7 +17,14 @@ from recstream.recommender import USER_FORMAT, Recommender, RecommenderConfig
 from recstream.state import UserState
 from recstream.user_partitions import decode_value, encode_value
 
-NEW = ("transition", "content_attention", "content_taste", "context_hour", "context_device")
+NEW = (
+    "transition",
+    "content_attention",
+    "content_taste",
+    "category_taste",
+    "context_hour",
+    "context_device",
+)
 CONFIG = RecommenderConfig(
     ranker="learned",
     ranker_features=(*dict.fromkeys((*RecommenderConfig().ranker_features, *NEW)),),
@@ -245,11 +252,12 @@ def test_models_pickled_before_the_new_models_load_and_score(shop, tmp_path):
     path = tmp_path / "m.pkl"
     rec.save(path)
     old = Recommender.load(path)
-    del old.transitions, old.context  # as an object pickled before the attributes existed
-    assert old.transitions is None and old.context is None
+    del old.transitions, old.context, old.categories  # pickled before the attributes existed
+    assert old.transitions is None and old.context is None and old.categories is None
     old.learn(shop[1][200])
     user = shop[1][200].user_id
-    X, _ = feature_matrix(old, user, old.index.active, ("transition", "context_device"))
+    names = ("transition", "context_device", "category_taste")
+    X, _ = feature_matrix(old, user, old.index.active, names)
     assert not X.any()
     assert len(old.recommend(user, k=5)) == 5
     assert set(NEW) <= set(EXTRA_FEATURES)
