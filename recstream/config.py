@@ -165,6 +165,11 @@ class Settings:
     # (no waiting to fill it), and each user in it gets one list. 1 = a list for every event;
     # larger catches up faster, but a batch's time adds to latency (BENCHMARKS.md, "Batch size")
     batch_max: int = 32
+    # RECSTREAM_HANDOVER_SLICE_MS: a batch's lists go to Kafka and Redis as each is scored, and
+    # the event loop gets a turn (the writers send) at least every this many ms of scoring
+    # (recstream/handover.py); 0 = a turn after every list, a large value = all of a batch's
+    # lists at its end (the behaviour before)
+    handover_slice_ms: float = 2.0
     # RECSTREAM_SESSION_TIMEOUT_S: Kafka group session; a killed worker's partitions (and a
     # restarted worker's first rebalance) wait this long for the dead member to expire
     session_timeout_s: float = 30.0

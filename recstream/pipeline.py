@@ -148,7 +148,19 @@ class StreamProcessor(CatalogueInputs, ProcessorCheckpoints):
         for an earlier event would be superseded before anyone could read it, and scoring is
         most of an event's cost, so a worker behind its stream catches up faster; when events
         arrive one by one the batches hold one event and every event gets its list.
+
+        The same as :meth:`learn_events` and then :meth:`recommend_after` for each index it
+        names, which is how a worker hands each list over as soon as it is scored.
         """
+        outcomes, listed = self.learn_events(messages)
+        for index in listed:
+            outcomes[index] = self.recommend_after(messages[index], outcomes[index])
+        return outcomes
+
+    def learn_events(self, messages: Sequence[MessageLike]) -> tuple[list[EventOutcome], list[int]]:
+        """The first half of :meth:`handle_events`: every message validated and learned in
+        order, and the indexes of the outcomes that get a list (each user's last learned event,
+        in stream order), still without it."""
         now = self.clock()
         outcomes: list[EventOutcome] = []
         last_of_user: dict[str, int] = {}  # user -> index of their last learned event
@@ -158,20 +170,22 @@ class StreamProcessor(CatalogueInputs, ProcessorCheckpoints):
                 last_of_user.pop(outcome.event.user_id, None)  # re-insert: keeps stream order
                 last_of_user[outcome.event.user_id] = len(outcomes)
             outcomes.append(outcome)
-        for index in last_of_user.values():
-            event = outcomes[index].event
-            assert event is not None
-            message = messages[index]
-            try:
-                outcomes[index] = self._recommend(event, message.timestamp, now)
-            except Exception as exc:  # see _learn_message: dead-lettered, not raised
-                # The event itself was learned; only its list failed. Its dead letter lets an
-                # operator see (and count) lists that never went out.
-                log.exception("recommending after event %s failed", event.event_id)
-                key = getattr(message, "key", None)
-                dlq = self._processing_error(message.value, exc, message_position(message), key)
-                outcomes[index] = EventOutcome("dlq", event, dlq=dlq, received_at=now)
-        return outcomes
+        return outcomes, list(last_of_user.values())
+
+    def recommend_after(self, message: MessageLike, learned: EventOutcome) -> EventOutcome:
+        """The list of ``learned``'s user (an ``ok`` outcome of :meth:`learn_events`) on the
+        model as it is now: ``learned`` with its list, or its dead letter when scoring fails."""
+        event, now = learned.event, learned.received_at
+        assert event is not None
+        try:
+            return self._recommend(event, message.timestamp, now)
+        except Exception as exc:  # see _learn_message: dead-lettered, not raised
+            # The event itself was learned; only its list failed. Its dead letter lets an
+            # operator see (and count) lists that never went out.
+            log.exception("recommending after event %s failed", event.event_id)
+            key = getattr(message, "key", None)
+            dlq = self._processing_error(message.value, exc, message_position(message), key)
+            return EventOutcome("dlq", event, dlq=dlq, received_at=now)
 
     def _learn_message(self, message: MessageLike, now: float) -> EventOutcome:
         raw, topic = message.value, message.topic

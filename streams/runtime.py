@@ -34,7 +34,9 @@ from recstream.adapters.redis_sink import RedisSink
 from recstream.checkpoint import CheckpointStore
 from recstream.config import Settings
 from recstream.dead_letters import dead_letter_key
+from recstream.handover import TimeSlices
 from recstream.pipeline import StreamProcessor
+from recstream.pipeline_types import EventOutcome
 from streams.catalogue_sync import CatalogueSync
 from streams.checkpointing import Checkpointing
 from streams.encoding import ItemEncoding, encoder_threads
@@ -200,42 +202,62 @@ class Runtime(
         await self.inbox.join()
 
     async def on_events(self, messages: list[Message]) -> None:
-        m, s = self.metrics, self.settings
+        m = self.metrics
         async with self.lock:
-            if self.group_mode:
-                outcomes = self.handle_owned_events(messages)
+            if self.group_mode:  # lists scored per owned partition (partition_state.py)
+                outcomes, listed = self.handle_owned_events(messages), []
             else:
-                outcomes = self.processor.handle_events(messages)
+                outcomes, listed = self.processor.learn_events(messages)
             learned: Counter[str] = Counter()
+            handed: dict[str, float] = {}  # user -> when their list was handed over
             for message, out in zip(messages, outcomes, strict=True):
                 if await self._skipped_or_dead_lettered(out.status, out.dlq, message):
                     continue
                 assert out.event is not None
                 learned[out.event.type] += 1
-                if out.recommendation is None:
-                    continue  # the user's later event in this batch carries their list
-                body = out.recommendation.to_json()
-                key = out.event.user_id.encode()
-                if await self._send(s.topic("recommendations"), key, body):
-                    m.recommendations.inc()
-                if self.redis is not None:  # queued: the writer task pipelines it
-                    await self.redis.put_recommendation(out.event.user_id, body, out.profile)
-                self.subscribers.publish(out.event.user_id, body)  # never waits
+                await self._hand_over(out, handed)  # (a list: group mode; else none yet)
+            # Each user's list, handed over as soon as it is scored; the loop gets a turn every
+            # slice of scoring, so the writers send them while the rest are scored
+            # (recstream/handover.py). One list per user, after all of the batch is learned.
+            slices = TimeSlices(self.settings.handover_slice_ms / 1e3)
+            for index in listed:
+                message = messages[index]
+                out = outcomes[index] = self.processor.recommend_after(message, outcomes[index])
+                if not await self._skipped_or_dead_lettered(out.status, out.dlq, message):
+                    await self._hand_over(out, handed)
+                if slices.due():
+                    await asyncio.sleep(0)
             for event_type, n in learned.items():
                 m.events.labels(type=event_type).inc(n)
             m.model_updates.inc(learned.total())
             m.event_batch_size.observe(len(messages))
             self._report_rewinds()
-            # Every learned event's latency ends now, when the list reflecting it is handed
-            # over, whether it triggered that list or was folded into it.
+            # Every learned event's latency ends when the list reflecting it was handed over,
+            # whether it triggered that list or was folded into it (its user's later event).
             done = time.time()
             for message, out in zip(messages, outcomes, strict=True):
                 if out.status == "ok":
+                    assert out.event is not None
+                    end = handed.get(out.event.user_id, done)
                     since = message.timestamp if message.timestamp else out.received_at
-                    latency = max(0.0, done - since)
+                    latency = max(0.0, end - since)
                     m.latency.observe(latency)
-                    m.processing.observe(max(0.0, done - out.received_at))
+                    m.processing.observe(max(0.0, end - out.received_at))
                     self.processor.observe_latency(latency)
+
+    async def _hand_over(self, out: EventOutcome, handed: dict[str, float]) -> None:
+        """An outcome's list (if it has one) to Kafka, Redis and the live page's streams."""
+        if out.recommendation is None:
+            return  # the user's later event in this batch carries their list
+        s = self.settings
+        body = out.recommendation.to_json()
+        key = out.event.user_id.encode()
+        if await self._send(s.topic("recommendations"), key, body):
+            self.metrics.recommendations.inc()
+        if self.redis is not None:  # queued: the writer task pipelines it
+            await self.redis.put_recommendation(out.event.user_id, body, out.profile)
+        self.subscribers.publish(out.event.user_id, body)  # never waits
+        handed[out.event.user_id] = time.time()
 
     async def on_item(self, message: Message) -> None:
         m, s = self.metrics, self.settings

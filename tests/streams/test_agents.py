@@ -387,3 +387,47 @@ def test_checkpoint_is_written_by_a_forked_child_with_the_state_at_fork_time(
     latest = StreamProcessor.from_checkpoint(store.latest(), Recommender.load)
     assert latest.events_processed == 8 and latest.positions.next_offset(topic, 0) == 8
     assert h.runtime.last_checkpoint is not None and "pause_s" in h.runtime.last_checkpoint
+
+
+def test_lists_are_handed_over_while_the_rest_of_the_batch_is_scored(monkeypatch) -> None:
+    """recstream/handover.py: each list goes to the writers as soon as it is scored, with the
+    loop given a turn every slice, not all of them after the batch's last list."""
+    from recstream.pipeline import KafkaMessage
+
+    h = Harness(batch_max=32, handover_slice_ms=2.0)
+    topic = h.settings.topic("events")
+    users = [f"u{n}" for n in range(8)]
+    messages = [
+        KafkaMessage(event(u, f"i{n}", "view", f"e{n}"), topic, 0, n, time.time(), key=u.encode())
+        for n, u in enumerate(users)
+    ]
+    score = h.processor.recommend_after
+
+    def slow_score(message: Any, learned: Any) -> Any:
+        time.sleep(0.003)  # longer than a hand-over slice (2 ms): a turn after each list
+        return score(message, learned)
+
+    monkeypatch.setattr(h.processor, "recommend_after", slow_score)
+    seen_during: list[int] = []
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+
+        async def watch() -> None:  # runs whenever the batch gives the loop a turn
+            while not done.is_set():
+                seen_during.append(len(h.redis.recs))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0)
+        await h.runtime.on_events(messages)
+        done.set()
+        await watcher
+
+    run(scenario)
+    # the writers had lists to send before the batch ended, one more at each turn
+    assert any(0 < n < len(users) for n in seen_during), seen_during
+    assert sorted(set(seen_during)) == list(range(len(users) + 1))
+    lists = {v["user_id"]: v["trigger_event_id"] for _, v in h.on("recommendations")}
+    assert lists == {u: f"e{n}" for n, u in enumerate(users)}  # one list per user, as before
+    assert len(h.redis.recs) == len(users)
