@@ -88,10 +88,10 @@ class ItemCategories:
 
         A few dozen events per list: a plain loop over their rows' ids (one gather) costs less
         than the numpy calls a vectorised version needs for so few."""
-        acc = [0.0] * len(self.ids)
+        acc: dict[int, float] = {}  # only the categories touched: a vocabulary may be large
         capacity = self._count.shape[0]
         inside = [(r, w) for r, w in zip(rows, weights, strict=True) if r < capacity]
-        if inside and acc:
+        if inside:
             at = np.fromiter((r for r, _ in inside), dtype=np.int64, count=len(inside))
             for (_, w), ids, n in zip(
                 inside,
@@ -102,8 +102,10 @@ class ItemCategories:
                 if n:
                     x = w / n
                     for c in ids[:n]:
-                        acc[c] += x
-        share = np.array(acc)
+                        acc[c] = acc.get(c, 0.0) + x
+        share = np.zeros(len(self.ids))
+        if acc:
+            share[list(acc)] = list(acc.values())
         total = share.sum()
         return share / total if total > 0 else share
 

@@ -122,9 +122,10 @@ class Settings:
     # fixed weights: docs/evaluation/ranker.md)
     ranker: str = "learned"
     # RECSTREAM_RANKER_FEATURES: the learned ranker's features, comma-separated; "" = the
-    # default set; "+name,..." = the default plus these (e.g. "+content_taste", a long-term taste
-    # feature for shops whose users keep stable tastes: docs/evaluation/synth_gap.md). Names:
-    # recstream/features.py. A restored checkpoint keeps its own
+    # default set; "+name,..." = the default plus these (e.g. "+content_taste" or
+    # "+category_taste", long-term taste features for shops whose users keep stable tastes:
+    # docs/evaluation/synth_gap.md; category_taste costs new items their content-only reach,
+    # docs/evaluation/ranker.md). Names: recstream/features.py. A restored checkpoint keeps its own
     ranker_features: str = ""
     # RECSTREAM_RETRIEVAL: "exact" = every list scores the whole catalogue; "two_stage" =
     # gather bounded candidates (co-visited neighbours, ANN over content and MF vectors,

@@ -407,7 +407,6 @@ DEFAULT_FEATURES = (
     "content_x_new",
     "fresh_x_new",
     "transition",
-    "category_taste",
 )
 
 
