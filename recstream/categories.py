@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse
 
 from recstream.index import grow
+from recstream.state import decayed_recent
 
 __all__ = ["ItemCategories", "category_share"]
 
@@ -137,11 +138,5 @@ def category_share(
     """The share of :meth:`ItemCategories.share` over a user's ``recent`` events ``(row, type,
     ts)``, oldest first: each weighted by its type's weight times ``decay ** age`` (age 0: the
     newest), as ``content_taste`` weighs them."""
-    rows: list[int] = []
-    event_w: list[float] = []
-    age_w = 1.0
-    for row, type_, _ in reversed(recent):  # newest first
-        rows.append(row)
-        event_w.append(weights.get(type_, 1.0) * age_w)
-        age_w *= decay
-    return categories.share(rows, event_w)
+    decayed = decayed_recent(recent, weights, decay)
+    return categories.share([row for row, _ in decayed], [w for _, w in decayed])

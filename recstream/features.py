@@ -75,6 +75,7 @@ import numpy as np
 from recstream.categories import category_share
 from recstream.index import ItemIndex
 from recstream.interest import attention_history, attention_scores
+from recstream.state import decayed_recent
 
 if TYPE_CHECKING:
     from recstream.recommender import Recommender
@@ -340,10 +341,7 @@ def taste_profile(
     """
     has = index.has_vector
     rows, w = [], []
-    age_weight = 1.0
-    for row, type_, _ in reversed(state.recent):
-        weight = weights.get(type_, 1.0) * age_weight  # as the profile weighs types
-        age_weight *= decay
+    for row, weight in decayed_recent(state.recent, weights, decay):  # types as the profile
         if weight > 0.0 and row < has.shape[0] and has[row]:
             rows.append(row)
             w.append(weight)

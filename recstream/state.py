@@ -48,6 +48,7 @@ __all__ = [
     "StreamModel",
     "UserState",
     "UserStore",
+    "decayed_recent",
 ]
 
 # How much an event says about a user's interest. A purchase is the strongest signal; a view is
@@ -93,6 +94,24 @@ class RecentSet(dict):
 
     def __repr__(self) -> str:
         return f"RecentSet({list(self)})"
+
+
+def decayed_recent(
+    recent: Sequence[tuple[int, str, float]], weights: Mapping[str, float], decay: float
+) -> list[tuple[int, float]]:
+    """``(row, weight)`` of a user's recent events ``(row, type, ts)`` (oldest first), newest
+    first: the type's weight (1 when unlisted) times ``decay ** age``, age 0 the newest. How the
+    long-term taste features weigh a history (``content_taste``, ``category_taste``).
+
+    >>> decayed_recent([(3, "view", 0.0), (5, "purchase", 1.0)], {"purchase": 2.0}, 0.5)
+    [(5, 2.0), (3, 0.5)]
+    """
+    out = []
+    age_weight = 1.0
+    for row, type_, _ in reversed(recent):
+        out.append((row, weights.get(type_, 1.0) * age_weight))
+        age_weight *= decay
+    return out
 
 
 @dataclass(slots=True)
