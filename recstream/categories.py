@@ -57,6 +57,10 @@ class ItemCategories:
         ids = [self.ids.setdefault(name, len(self.ids)) for name in names]
         self._rows = grow(self._rows, row + 1, fill=-1)
         self._count = grow(self._count, row + 1)
+        if self._count[row] == len(ids) and self._rows[row, : len(ids)].tolist() == ids:
+            # the same categories (an item re-published with other changes): the matrix stays,
+            # where a list would otherwise rebuild it over the whole catalogue
+            return
         self._rows[row] = -1
         self._rows[row, : len(ids)] = ids
         self._count[row] = len(ids)

@@ -63,6 +63,11 @@ def test_a_changed_item_changes_the_full_catalogue_affinity():
     assert cats.affinity(share, n_rows=2).tolist() == [1.0, 0.0]
     cats.set(1, ("comedy", "drama"))  # the cached matrix must not serve the old row
     assert cats.affinity(cats.share([0], [1.0]), n_rows=2).tolist() == [1.0, 0.5]
+    matrix = cats._csr()
+    cats.set(1, ("comedy", "drama", "comedy"))  # re-published, same categories: kept
+    assert cats._csr() is matrix
+    cats.set(5, ())  # a new row without categories: nothing to rebuild either
+    assert cats._csr() is matrix and cats.affinity(share, n_rows=6).tolist()[5] == 0.0
     restored = pickle.loads(pickle.dumps(cats))
     assert restored.affinity(restored.share([1], [1.0]), n_rows=3).tolist() == [0.5, 0.5, 0.0]
 
