@@ -122,10 +122,10 @@ class Settings:
     # fixed weights: docs/evaluation/ranker.md)
     ranker: str = "learned"
     # RECSTREAM_RANKER_FEATURES: the learned ranker's features, comma-separated; "" = the
-    # default set; "+name,..." = the default plus these (e.g. "+content_taste" or
-    # "+category_taste", long-term taste features for shops whose users keep stable tastes:
-    # docs/evaluation/synth_gap.md; category_taste costs new items their content-only reach,
-    # docs/evaluation/ranker.md). Names: recstream/features.py. A restored checkpoint keeps its own
+    # default set (category_taste among them); "+name,..." = the default plus these (e.g.
+    # "+content_taste", a long-term content taste for shops whose users keep stable tastes:
+    # docs/evaluation/synth_gap.md). Names: recstream/features.py. A restored checkpoint keeps
+    # its own
     ranker_features: str = ""
     # RECSTREAM_RETRIEVAL: "exact" = every list scores the whole catalogue; "two_stage" =
     # gather bounded candidates (co-visited neighbours, ANN over content and MF vectors,
@@ -206,6 +206,10 @@ class Settings:
     # while it runs; "" = the first free one (0, 1, ...), so two workers started from one clone
     # never share files
     worker_slot: str = ""
+    # RECSTREAM_NEW_ITEM_SLOTS: places at the end of a list kept for the user's best new items
+    # (published while the worker runs, still cold) when none is in it; 0 = lists exactly as
+    # scored (recstream/new_item_slot.py). A restored checkpoint keeps its own
+    new_item_slots: int = 1
     extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -233,7 +237,12 @@ class Settings:
                 names = tuple(dict.fromkeys((*RecommenderConfig().ranker_features, *names)))
             extra["ranker_features"] = names
         try:
-            return RecommenderConfig(ranker=self.ranker, retrieval=self.retrieval, **extra)
+            return RecommenderConfig(
+                ranker=self.ranker,
+                retrieval=self.retrieval,
+                new_item_slots=self.new_item_slots,
+                **extra,
+            )
         except ValueError as e:
             if str(e).startswith("unknown feature"):
                 raise ValueError(f"RECSTREAM_RANKER_FEATURES: {e}") from None

@@ -53,6 +53,7 @@ import numpy as np
 
 from recstream.events import Event, Item
 from recstream.exposure import Calibration, LongTail
+from recstream.releases import ReleaseReach, ReleaseSchedule
 
 __all__ = ["MODELS", "build_model", "evaluate", "holdout_split"]
 
@@ -92,14 +93,23 @@ def build_model(name: str, seed: int = 42, exclude: str = "purchased"):
     raise ValueError(f"unknown model {name!r} (expected one of {', '.join(MODELS)})")
 
 
-def _prepare(model, items: Sequence[Item], vectors: tuple[Sequence[str], np.ndarray] | None):
+def _publish(
+    model, items: Sequence[Item], vectors: tuple[Sequence[str], np.ndarray] | None, rows: dict
+) -> None:
+    """Give ``model`` these catalogue items and, where it takes them, their vectors."""
+    if not items:
+        return
     if hasattr(model, "upsert_item"):
         for item in items:
             model.upsert_item(item)
     elif hasattr(model, "add_items"):
         model.add_items(item.item_id for item in items)
     if vectors is not None and hasattr(model, "set_item_vectors"):
-        model.set_item_vectors(list(vectors[0]), vectors[1])
+        ids = [item.item_id for item in items if item.item_id in rows]
+        if len(ids) == len(vectors[0]):  # the whole catalogue at once: no gather
+            model.set_item_vectors(list(vectors[0]), vectors[1])
+        elif ids:
+            model.set_item_vectors(ids, np.asarray(vectors[1])[[rows[i] for i in ids]])
 
 
 def gini(counts: np.ndarray) -> float:
@@ -252,6 +262,7 @@ def evaluate(
     progress: bool | str = False,
     on_result: Callable[[int, bool, bool], None] | None = None,
     split_at: int | None = None,
+    release: bool = True,
 ) -> dict[str, Any]:
     """Run the prequential protocol (module docstring) and return the metrics.
 
@@ -275,11 +286,20 @@ def evaluate(
         (``"holdout"``) apart, under ``"parts"`` (each with the whole stream's keys, plus
         ``"first_event"``). The model still learns every event, in order: only the reporting is
         split. The whole-stream metrics are the same with or without it, to the last bit.
+    release
+        Publish each item when the stream reaches its ``Item.ts`` (:mod:`recstream.releases`),
+        as a worker learns of it, and report how soon lists reached the items released during
+        the stream (``released*`` keys); False: the whole catalogue before the first event (the
+        protocol before 2026-12-02; the same for a dataset without release times).
     """
     if split_at is not None and not 0 <= split_at <= len(events):
         raise ValueError(f"split_at must be in [0, {len(events)}], got {split_at}")
-    _prepare(model, items, vectors)
-    catalogue = {item.item_id for item in items}
+    schedule = ReleaseSchedule(items if release else [], events)
+    upfront = schedule.upfront if release else items
+    rows = {} if vectors is None else {item_id: r for r, item_id in enumerate(vectors[0])}
+    _publish(model, upfront, vectors, rows)
+    reach = ReleaseReach(cold_threshold)
+    catalogue = {item.item_id for item in upfront}
     seen: dict[str, set[str]] = {}
     item_events: dict[str, int] = {}
     item_users: dict[str, int] = {}
@@ -312,6 +332,10 @@ def evaluate(
             part_start = time.perf_counter()
             for n in range(lo, hi):
                 event = events[n]
+                for item in schedule.due(event):  # published as the stream reaches it
+                    _publish(model, [item], vectors, rows)
+                    reach.released(item.item_id, n)
+                    catalogue.add(item.item_id)
                 user_seen = seen.get(event.user_id)
                 if event.type == "purchase" and user_seen:
                     recs = recommend(event.user_id, k, exclude="seen")
@@ -332,6 +356,7 @@ def evaluate(
                     miscal = calibration.miscalibration(event.user_id, ids)
                     for tally in tallies:
                         tally.add(ids, gain, cold, bits, tail_slots, miscal)
+                    reach.listed(ids, n)
                     if on_result is not None:
                         on_result(n, hit, cold)
                 in_tail = tail.is_tail(event.item_id)  # as it was when the event arrived
@@ -339,6 +364,7 @@ def evaluate(
                     tally.interactions += 1
                     tally.tail_interactions += in_tail
                 model.learn(event)
+                reach.learned(event.item_id)
                 tail.learn(event.item_id)
                 calibration.learn(event.user_id, event.item_id)
                 if user_seen is None:
@@ -363,10 +389,12 @@ def evaluate(
         bar.close()
 
     result = whole.metrics(k, part_catalogues[-1], vectors, len(events), elapsed)
+    result.update(reach.metrics())
     if split_at is not None:
         result["parts"] = {
             name: {
                 **tally.metrics(k, cat, vectors, hi - lo, seconds),
+                **reach.metrics(lo, hi),
                 "first_event": lo,
             }
             for name, tally, cat, lo, hi, seconds in zip(

@@ -60,6 +60,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "events of the file (stream order = time order), e.g. 0.5: split at floor(n / 2)",
     )
     parser.add_argument(
+        "--catalogue",
+        choices=("release", "upfront"),
+        default="release",
+        help="release (default): publish each item when the stream reaches its release time "
+        "(items.csv's ts), as a worker learns of it, and report how soon lists reached the "
+        "items released during the stream; upfront: the whole catalogue before the first event "
+        "(the protocol before 2026-12-02; the same for data without release times)",
+    )
+    parser.add_argument(
         "--compare",
         choices=MODELS,
         metavar="MODEL",
@@ -207,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             progress=name,
             on_result=record,
             split_at=split_at,
+            release=args.catalogue == "release",
         )
         result.update(encode_info)
         result.update(
@@ -216,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             limit=args.limit,
             n_items=len(items),
+            catalogue=args.catalogue,
         )
         if hasattr(model, "config"):
             result["config"] = dataclasses.asdict(model.config)
@@ -270,6 +281,16 @@ def run(args: argparse.Namespace) -> int:
             f"{part}: events [{r['first_event']}, {last}), evaluated = {r['evaluated']}, "
             f"cold_evaluated = {r['cold_evaluated']}"
         )
+    for part, r in [("whole stream", main), *main.get("parts", {}).items()]:
+        if r.get("released"):
+            first = r["released_first_list_events"]
+            print(
+                f"{part}: {r['released']} items released during the stream, "
+                f"{r['released_listed']:.0%} reached a list ({r['released_listed_cold']:.0%} "
+                "while cold), median "
+                + ("n/a" if first is None else f"{first:.0f}")
+                + " events from release to the first list"
+            )
     if "finetune" in main:
         f = {k: (float("nan") if v is None else v) for k, v in main["finetune"].items()}
         print(

@@ -158,19 +158,32 @@ class SwapAt:
     def __init__(self, model: Any, at: int, item_ids: Sequence[str], vectors: np.ndarray) -> None:
         self._model = model
         self._at = at
-        self._swap = (list(item_ids), vectors)
+        self._swap = vectors
+        self._rows = {item_id: r for r, item_id in enumerate(item_ids)}
+        self._published: list[str] = []  # items the model has vectors for, in order given
         self._learned = 0
         self.swapped_at: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
+    def _tuned(self, item_ids: Sequence[str]) -> np.ndarray:
+        return self._swap[[self._rows[i] for i in item_ids]]
+
     def _install(self) -> None:
-        self._model.set_item_vectors(*self._swap)  # one call: every vector at once
+        # One call: every vector the model has so far (an item released later gets its tuned
+        # vector when it is published, set_item_vectors).
+        ids = [i for i in dict.fromkeys(self._published) if i in self._rows]
+        if ids:
+            self._model.set_item_vectors(ids, self._tuned(ids))
         self.swapped_at = self._learned
 
     def set_item_vectors(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        item_ids = list(item_ids)
+        if self.swapped_at is not None and all(i in self._rows for i in item_ids):
+            vectors = self._tuned(item_ids)  # published after the swap: the new encoder's
         self._model.set_item_vectors(item_ids, vectors)
+        self._published.extend(item_ids)
         if self._at == 0 and self.swapped_at is None:
             self._install()
 

@@ -54,6 +54,7 @@ from recstream.events import Event, Item, ScoredItem
 from recstream.features import FeatureCache, feature_matrix
 from recstream.index import ItemIndex, grow, top_k
 from recstream.mf import ImplicitMF
+from recstream.new_item_slot import reserve_new_items
 from recstream.popularity import Popularity
 from recstream.ranker import OnlineRanker
 from recstream.reasons import explain
@@ -168,6 +169,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             **shared,
         )
         self._fresh_marked = np.zeros(0, dtype=bool)
+        # per row: the event count when the catalogue published it while the stream ran (-inf:
+        # in the catalogue the stream started with); the new-item slot's notion of "new"
+        self._published_at = np.zeros(0, dtype=np.float64)
         # Kept only when the learned ranker reads them: a model nobody scores with would cost
         # every event an update and every checkpoint its counts.
         features = set(c.ranker_features) if c.ranker == "learned" else set()
@@ -246,6 +250,8 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             # released while the stream runs (new, or learned from events while it waited for
             # this entry): fresh from now; an item marked fresh before keeps its clock
             self._mark_fresh(row)
+            self._published_at = grow(self._published_at, row + 1, fill=-np.inf)
+            self._published_at[row] = self.n_events
         if not was_active and self.retrieval is not None:
             self.retrieval.on_activate(self, row)
         digest = item.text_hash
@@ -351,6 +357,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             picked = pool[mmr(np.arange(pool.size), total[pool], vectors, has, k, diversity)]
         else:
             picked = top_k(total, k, valid=valid)
+        slots = getattr(self.config, "new_item_slots", 0)  # pickles from before the slot: 0
+        if slots and picked.size > 1:
+            picked = reserve_new_items(picked, total, self._new_items(valid, rows), slots)
         items = picked if rows is None else rows[picked]
         if reasons:
             local = {name: s[picked] for name, s in signals.items()}
@@ -383,6 +392,24 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             w = self.ranker.w.copy()
             self._feature_cache.put((user_id, self.n_events, mode), (X, valid, rows, total, w))
         return total, signals, weights
+
+    def _new_items(self, valid: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """Over the scope: the valid candidates that are new (recstream/new_item_slot.py):
+        published while the stream ran, within ``fresh_half_life`` events, and still cold."""
+        n = len(self.index)
+        published = getattr(self, "_published_at", None)  # pickles from before the slot
+        if published is None or not published.size:
+            return np.zeros(valid.size, dtype=bool)
+        published = self._published_at = grow(published, n, fill=-np.inf)
+        events = self.covisit.item_events(n)
+        if rows is not None:
+            published, events = published[rows], events[rows]
+        else:
+            published, events = published[:n], events[:n]
+        age = float(self.n_events) - published
+        return (
+            valid & (age <= self.config.fresh_half_life) & (events < self.config.ranker_cold_events)
+        )
 
     def _candidates(self, state, mode: str) -> np.ndarray:
         """The rows that may be recommended: active items less the user's excluded ones."""

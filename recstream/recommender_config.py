@@ -112,6 +112,12 @@ class RecommenderConfig:
     # accuracy-diversity trade-off on the first half of ml-latest-small: docs/evaluation/README.md
     diversity: float = 0.0
     diversity_pool: int = 50
+    # --- new items (recstream/new_item_slot.py) ----------------------------------------------
+    # A list none of whose items is new (published within fresh_half_life events, fewer than
+    # ranker_cold_events events) gives its last new_item_slots places to the user's best-scoring
+    # new items: a shop's new items get shown whatever the learned ranker makes of new items
+    # (0: lists exactly as scored, the version of a model from before the slot)
+    new_item_slots: int = 1
     # --- retrieval (recstream/retrieval.py, docs/retrieval.md) ------------------------------
     # "exact": every list scores every catalogue row (O(n) per list; the reference).
     # "two_stage": gather bounded candidates (co-visited neighbours, ANN searches over content
@@ -132,6 +138,8 @@ class RecommenderConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.diversity <= 1.0:
             raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
+        if self.new_item_slots < 0:
+            raise ValueError(f"new_item_slots must be >= 0, got {self.new_item_slots}")
         if self.retrieval not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {RETRIEVALS}, got {self.retrieval!r}")
         unknown = [n for n in self.ranker_features if n not in FEATURE_NAMES]
@@ -144,6 +152,8 @@ class RecommenderConfig:
             fields = {k: v for k, v in fields.items() if not k.startswith(_RANKER_ONLY)}
         if not self.diversity:  # off: the version of a model from before the knob
             fields = {k: v for k, v in fields.items() if not k.startswith("diversity")}
+        if not self.new_item_slots:  # off: the version of a model from before the slot
+            fields.pop("new_item_slots")
         if self.retrieval == "exact":  # the version of a model from before two-stage lists
             fields = {k: v for k, v in fields.items() if not k.startswith("retrieval")}
         raw = json.dumps(fields, sort_keys=True).encode()

@@ -88,11 +88,11 @@ def test_recent_events_count_most():
 
 def test_category_taste_ranks_the_users_genre_first():
     """Users who only ever buy one genre: the feature puts that genre's unseen items on top."""
-    assert Recommender().categories is None  # opt-in: no categories kept by default
-    assert Recommender(RecommenderConfig(ranker="fixed")).categories is None
-    features = (*RecommenderConfig().ranker_features, "category_taste")
-    rec = Recommender(RecommenderConfig(ranker_features=features))
+    rec = Recommender()  # category_taste is one of the default features (2026-12-02)
     assert rec.categories is not None
+    assert Recommender(RecommenderConfig(ranker="fixed")).categories is None
+    without = tuple(f for f in RecommenderConfig().ranker_features if f != "category_taste")
+    assert Recommender(RecommenderConfig(ranker_features=without)).categories is None
     for k in range(40):
         rec.upsert_item(Item(f"i{k}", categories=(NAMES[k % 4],)))
     n = 0

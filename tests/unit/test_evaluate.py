@@ -82,6 +82,35 @@ def test_protocol_counts_and_metrics_worked_out_by_hand():
     json.dumps(r)  # serialisable as is
 
 
+def test_items_are_published_at_their_release_time_and_their_reach_is_reported():
+    # c is released at ts 1.5 (before event 2); d's ts is after the stream, but event 3 is
+    # about it, so it is published then (the model never learns an item it was not given).
+    ts = {"a": 0.0, "b": 0.0, "c": 1.5, "d": 100.0}
+    items = [Item(i, ts=ts[i]) for i in "abcd"]
+    events = [Event(f"e{n}", u, i, t, float(n)) for n, (u, i, t) in enumerate(STREAM)]
+    published = []
+
+    class Watching(Alphabetical):
+        def add_items(self, ids):
+            ids = list(ids)
+            published.append((len(self.learned), ids))
+            super().add_items(ids)
+
+    r = evaluate(Watching(), items, events, k=2, split_at=5)
+    assert published == [(0, ["a", "b"]), (2, ["c"]), (3, ["d"])]
+    # lists: event 1 [b] (c not out yet: hit), 3 [a, b], 9 [b, c], 10 [b, c], 11 [d]
+    assert r["hr@2"] == pytest.approx(3 / 5)
+    # c first listed at event 9 (released at 2, 2 events so far: cold), d at 11 (from 3, 1 event)
+    assert r["released"] == 2 and r["released_listed"] == 1.0
+    assert r["released_listed_cold"] == 1.0 and r["released_first_list_events"] == 7.5
+    assert r["parts"]["tune"]["released"] == 2 and r["parts"]["holdout"]["released"] == 0
+    assert r["parts"]["holdout"]["released_first_list_events"] is None
+    # upfront: the protocol before release times, every item before the first event
+    r_upfront = evaluate(Watching(), items, events, k=2, release=False)
+    assert published[-1] == (0, ["a", "b", "c", "d"]) and r_upfront["released"] == 0
+    assert r_upfront["hr@2"] == pytest.approx(3 / 5)  # event 1's list is [b, c] then
+
+
 def test_a_model_recommending_seen_items_is_an_error():
     class Cheater(Alphabetical):
         def recommend(self, user_id, k=10, exclude="purchased"):

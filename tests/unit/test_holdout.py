@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from recstream.datasets import synthetic_stream, write_dataset
+from recstream.datasets import load_dataset, synthetic_stream, write_dataset
 from recstream.evaluate import PARTS, build_model, evaluate, holdout_split
 from recstream.evaluate_cli import _clean
 from recstream.evaluate_report import compare, compare_lines, ratio
@@ -56,6 +56,8 @@ def stream():
 
 def run(name, stream, **kwargs):
     items, events, vectors = stream
+    # BEFORE pins the protocol of its day: the whole catalogue before the first event.
+    kwargs.setdefault("release", False)
     result = evaluate(build_model(name, seed=42), items, events, 10, vectors=vectors, **kwargs)
     result.pop("events_per_s")
     return result
@@ -182,6 +184,15 @@ def folder(tmp_path_factory):
     return out
 
 
+# The protocol BEFORE_JSON was written with: the catalogue before the first event.
+UPFRONT = ["evaluate", "--catalogue", "upfront"]
+RELEASE_KEYS = (
+    "released",
+    "released_listed",
+    "released_listed_cold",
+    "released_first_list_events",
+)
+
 # Written by `recstream evaluate DATA --no-encode --model covisit --json` before --holdout existed
 BEFORE_JSON = {
     "hr@10": 0.12980769230769232,
@@ -211,8 +222,7 @@ def test_command_without_holdout_writes_the_same_json_as_before(folder, tmp_path
 
     out = tmp_path / "r.json"
     assert (
-        main(["evaluate", str(folder), "--no-encode", "--model", "covisit", "--json", str(out)])
-        == 0
+        main([*UPFRONT, str(folder), "--no-encode", "--model", "covisit", "--json", str(out)]) == 0
     )
     assert capsys.readouterr().out.count("\n| ") == 1  # one row, no part rows
     result = json.loads(out.read_text())
@@ -221,7 +231,9 @@ def test_command_without_holdout_writes_the_same_json_as_before(folder, tmp_path
     # (long-tail exposure, miscalibration) come after gini, before the run's bookkeeping.
     added = ("long_tail_exposure", "long_tail_interactions", "miscalibration")
     assert [k for k in result if k in added] == list(added)
-    before = [(k, v) for k, v in result.items() if k not in added]
+    later = added + RELEASE_KEYS + ("catalogue",)  # --catalogue's, 2026-12-02
+    assert result["catalogue"] == "upfront" and result["released"] == 0
+    before = [(k, v) for k, v in result.items() if k not in later]
     assert before == list(BEFORE_JSON.items())
 
 
@@ -229,7 +241,7 @@ def test_command_holdout_and_compare(folder, tmp_path, capsys):
     from recstream.cli import main
 
     out = tmp_path / "r.json"
-    argv = ["evaluate", str(folder), "--no-encode", "--holdout", "0.5", "--json", str(out)]
+    argv = [*UPFRONT, str(folder), "--no-encode", "--holdout", "0.5", "--json", str(out)]
     assert main([*argv, "--model", "popularity", "--compare", "covisit"]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
@@ -286,3 +298,24 @@ def test_compare_with_itself_is_refused(folder, capsys):
 
     assert main(["evaluate", str(folder), "--no-encode", "--compare", "hybrid"]) == 2
     assert "--compare hybrid: that is the --model itself" in capsys.readouterr().err
+
+
+def test_command_publishes_items_at_release_by_default(folder, tmp_path, capsys):
+    from recstream.cli import main
+
+    out = tmp_path / "r.json"
+    argv = ["evaluate", str(folder), "--no-encode", "--model", "covisit", "--json", str(out)]
+    assert main([*argv, "--holdout", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    # the synthetic shop releases 30 % of its 30 items over its nominal duration; the ones
+    # whose time comes within the 600 events are published during the stream
+    items, events = load_dataset(folder)
+    due = sum(events[0].ts < item.ts <= events[-1].ts for item in items)
+    assert due == 4 and result["catalogue"] == "release" and result["released"] == due
+    assert sum(p["released"] for p in result["parts"].values()) == due
+    assert f"whole stream: 4 items released during the stream, {result['released_listed']:.0%}" in (
+        printed
+    )
+    # the model was not offered unreleased items: a different run from the upfront one
+    assert result["coverage"] != BEFORE_JSON["coverage"] or result["hr@10"] != BEFORE_JSON["hr@10"]

@@ -30,7 +30,8 @@ def fresh_model(shop, config=None, seed=42):
 
 
 LEARNED = RecommenderConfig(ranker="learned")
-FIXED = RecommenderConfig(ranker="fixed", retrieval="exact")  # the hybrid before both existed
+# the hybrid before the learned ranker, two-stage lists and the new-item slot existed
+FIXED = RecommenderConfig(ranker="fixed", retrieval="exact", new_item_slots=0)
 
 
 def test_the_learned_ranker_is_the_default():

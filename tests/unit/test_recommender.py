@@ -190,6 +190,32 @@ def test_fresh_items_released_mid_stream_are_boosted_before_any_event():
     assert rec.recommend("u2", k=1)[0].item_id == "old2"
 
 
+@pytest.mark.parametrize("retrieval", ["exact", "two_stage"])
+def test_a_list_keeps_its_last_place_for_a_new_item_until_people_find_it(synthetic, retrieval):
+    """A ranker told to dislike fresh items still shows the new one, last; the catalogue the
+    stream started with is never "new", and slots=0 gives the lists as scored."""
+    _, events, vectors = synthetic
+    models = {}
+    for slots in (0, 1):
+        config = dict(ranker="fixed", w_fresh=-5.0, retrieval=retrieval, new_item_slots=slots)
+        rec = trained(synthetic, n=1500, **config)
+        assert not rec._new_items(np.ones(len(rec.index), bool), None).any()  # none published
+        rec.upsert_item(Item("brand-new", "brand-new"))  # released while the stream runs
+        rec.set_item_vectors(["brand-new"], vectors[:1])
+        models[slots] = rec
+    users = sorted({e.user_id for e in events[:1500]})[:10]
+    for u in users:
+        scored = [r.item_id for r in models[0].recommend(u, 10)]
+        kept = [r.item_id for r in models[1].recommend(u, 10)]
+        assert "brand-new" not in scored  # the ranker alone never shows it
+        assert kept == [*scored[:9], "brand-new"]
+    assert models[1].model_version != models[0].model_version
+    rec = models[1]
+    for n in range(5):  # five users find it: no longer cold, no longer kept a place
+        rec.learn(Event(f"found{n}", f"finder{n}", "brand-new", "view", 1e9 + n))
+    assert all("brand-new" not in [r.item_id for r in rec.recommend(u, 10)] for u in users)
+
+
 def test_content_reason_never_names_the_item_itself():
     config = RecommenderConfig(w_covisit=0, w_mf=0, w_popularity=0, w_fresh=0, content_dim=0)
     rec = Recommender(config)
