@@ -41,6 +41,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -169,9 +170,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             **shared,
         )
         self._fresh_marked = np.zeros(0, dtype=bool)
-        # per row: the event count when the catalogue published it while the stream ran (-inf:
-        # in the catalogue the stream started with); the new-item slot's notion of "new"
-        self._published_at = np.zeros(0, dtype=np.float64)
+        # (row, event count) of the items the catalogue published while the stream ran, oldest
+        # first, dropped once older than fresh_half_life: the new-item slot's candidates
+        self._published: deque[tuple[int, int]] = deque()
         # Kept only when the learned ranker reads them: a model nobody scores with would cost
         # every event an update and every checkpoint its counts.
         features = set(c.ranker_features) if c.ranker == "learned" else set()
@@ -250,8 +251,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             # released while the stream runs (new, or learned from events while it waited for
             # this entry): fresh from now; an item marked fresh before keeps its clock
             self._mark_fresh(row)
-            self._published_at = grow(self._published_at, row + 1, fill=-np.inf)
-            self._published_at[row] = self.n_events
+            self._published.append((row, self.n_events))
         if not was_active and self.retrieval is not None:
             self.retrieval.on_activate(self, row)
         digest = item.text_hash
@@ -394,22 +394,19 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         return total, signals, weights
 
     def _new_items(self, valid: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-        """Over the scope: the valid candidates that are new (recstream/new_item_slot.py):
+        """Positions in the scope of the valid candidates that are new (new_item_slot.py):
         published while the stream ran, within ``fresh_half_life`` events, and still cold."""
-        n = len(self.index)
-        published = getattr(self, "_published_at", None)  # pickles from before the slot
-        if published is None or not published.size:
-            return np.zeros(valid.size, dtype=bool)
-        published = self._published_at = grow(published, n, fill=-np.inf)
-        events = self.covisit.item_events(n)
-        if rows is not None:
-            published, events = published[rows], events[rows]
-        else:
-            published, events = published[:n], events[:n]
-        age = float(self.n_events) - published
-        return (
-            valid & (age <= self.config.fresh_half_life) & (events < self.config.ranker_cold_events)
-        )
+        published = getattr(self, "_published", None)  # pickles from before the slot: none
+        window = self.config.fresh_half_life
+        while published and self.n_events - published[0][1] > window:
+            published.popleft()
+        if not published:
+            return np.zeros(0, dtype=np.int64)
+        new = np.fromiter((r for r, _ in published), np.int64, len(published))
+        new = new[self.covisit.item_events(len(self.index))[new] < self.config.ranker_cold_events]
+        if rows is not None:  # rows of the catalogue -> positions among the gathered rows
+            new = np.flatnonzero(np.isin(rows, new))
+        return new[valid[new]]
 
     def _candidates(self, state, mode: str) -> np.ndarray:
         """The rows that may be recommended: active items less the user's excluded ones."""
