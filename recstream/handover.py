@@ -11,6 +11,12 @@ loop gets a turn (the Redis writer and the Kafka producer send what is queued) w
 scoring has held it for a slice: lists reach readers sooner, and the outputs of a fast batch
 still go out together. The lists themselves, and the state they reflect, are the same.
 
+In a group (``RECSTREAM_STATE_STORE=kafka``) the same holds since 2026-12-02: the owned
+partitions' events are learned first, partition by partition (each partition's item delta taken
+after its events), and the lists are scored after all of them. Before, each partition's lists
+were scored right after its own events and handed over at the batch's end, so a list reflected
+only the batch's earlier partitions; now it reflects the whole batch, as without a group.
+
 >>> slices = TimeSlices(0.5, clock=iter([0.0, 0.2, 0.6, 0.7, 1.2]).__next__)
 >>> [slices.due() for _ in range(4)]
 [False, True, False, True]

@@ -83,10 +83,14 @@ class PartitionState(IdleParking, ItemDeltaExchange):
         return self.settings.state_store == "kafka"
 
     # -- events: only the owned partitions', a partition's events together --------------------
-    def handle_owned_events(self, messages: Sequence[Any]) -> list[EventOutcome]:
-        """:meth:`StreamProcessor.handle_events` per owned partition, recording which users
-        changed and the item delta each partition's events made; others are ``moved``."""
+    def learn_owned_events(self, messages: Sequence[Any]) -> tuple[list[EventOutcome], list[int]]:
+        """:meth:`StreamProcessor.learn_events` per owned partition, recording which users
+        changed and the item delta each partition's events made; others are ``moved``. Returns
+        the outcomes and the indexes that get a list (each user's last learned event), scored
+        by the caller once every partition is learned (``recommend_after``): lists are handed
+        over as each is scored, as without a group, and reflect the whole batch."""
         outcomes: list[EventOutcome | None] = [None] * len(messages)
+        listed: list[int] = []
         groups: dict[int, list[int]] = defaultdict(list)
         now = time.time()
         for i, message in enumerate(messages):
@@ -99,15 +103,17 @@ class PartitionState(IdleParking, ItemDeltaExchange):
         for partition, indexes in groups.items():
             if self.idle_store is not None:
                 self._bring_back(partition, [messages[i] for i in indexes])
-            part = self.processor.handle_events([messages[i] for i in indexes])
+            part, part_listed = self.processor.learn_events([messages[i] for i in indexes])
             for i, out in zip(indexes, part, strict=True):
                 outcomes[i] = out
                 if out.status == "ok" and out.event is not None:
                     e = out.event
                     self.book.learned(partition, e.user_id, id_hash(e.event_id), e.type)
                     self._stream_time = max(self._stream_time, e.ts)
+            listed.extend(indexes[j] for j in part_listed)  # a user's events: one partition
+            # Scoring changes no item-side state, so the delta is complete once learned.
             self.book.add_delta(partition, recommender.item_delta())
-        return [o for o in outcomes if o is not None]
+        return [o for o in outcomes if o is not None], listed
 
     def forgot_user(self, partition: int, user_id: str, at: float) -> None:
         if self.group_mode and self.book.owns(partition):

@@ -204,8 +204,8 @@ class Runtime(
     async def on_events(self, messages: list[Message]) -> None:
         m = self.metrics
         async with self.lock:
-            if self.group_mode:  # lists scored per owned partition (partition_state.py)
-                outcomes, listed = self.handle_owned_events(messages), []
+            if self.group_mode:  # only the owned partitions' events (partition_state.py)
+                outcomes, listed = self.learn_owned_events(messages)
             else:
                 outcomes, listed = self.processor.learn_events(messages)
             learned: Counter[str] = Counter()
@@ -215,7 +215,7 @@ class Runtime(
                     continue
                 assert out.event is not None
                 learned[out.event.type] += 1
-                await self._hand_over(out, handed)  # (a list: group mode; else none yet)
+                await self._hand_over(out, handed)  # (none yet: lists come below)
             # Each user's list, handed over as soon as it is scored; the loop gets a turn every
             # slice of scoring, so the writers send them while the rest are scored
             # (recstream/handover.py). One list per user, after all of the batch is learned.

@@ -389,18 +389,29 @@ def test_checkpoint_is_written_by_a_forked_child_with_the_state_at_fork_time(
     assert h.runtime.last_checkpoint is not None and "pause_s" in h.runtime.last_checkpoint
 
 
-def test_lists_are_handed_over_while_the_rest_of_the_batch_is_scored(monkeypatch) -> None:
+@pytest.mark.parametrize("state_store", ["local", "kafka"])
+def test_lists_are_handed_over_while_the_rest_of_the_batch_is_scored(
+    monkeypatch, state_store: str
+) -> None:
     """recstream/handover.py: each list goes to the writers as soon as it is scored, with the
-    loop given a turn every slice, not all of them after the batch's last list."""
+    loop given a turn every slice, not all of them after the batch's last list; in a group
+    (``kafka``) too, over the owned partitions' events (streams/partition_state.py)."""
     from recstream.pipeline import KafkaMessage
 
-    h = Harness(batch_max=32, handover_slice_ms=2.0)
+    h = Harness(batch_max=32, handover_slice_ms=2.0, state_store=state_store)
     topic = h.settings.topic("events")
     users = [f"u{n}" for n in range(8)]
     messages = [
-        KafkaMessage(event(u, f"i{n}", "view", f"e{n}"), topic, 0, n, time.time(), key=u.encode())
+        KafkaMessage(
+            event(u, f"i{n}", "view", f"e{n}"), topic, n % 2, n, time.time(), key=u.encode()
+        )
         for n, u in enumerate(users)
     ]
+    if state_store == "kafka":  # as streams/worker.py sets a group's worker up
+        h.processor.recommender.track_item_deltas()
+        h.runtime.book.own(0)
+        h.runtime.book.own(1)
+        assert h.runtime.group_mode
     score = h.processor.recommend_after
 
     def slow_score(message: Any, learned: Any) -> Any:
