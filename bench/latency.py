@@ -491,6 +491,8 @@ def run(
             item_id=f"new-{unique_name('item')}",
             # A sentence unique to the run: BERT must encode it (no cache hit), as a real item.
             description=f"{source.description} A brand-new edition ({unique_name('ed')}).",
+            # released now, in the stream's clock (the source's own release time is past)
+            ts=max(e.ts for e in events),
         )
         runs.append(
             _one_run(

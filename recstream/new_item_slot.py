@@ -2,17 +2,23 @@
 
 A ranker learned from clicks and purchases sees new items picked only once people have found
 them, so it can learn to rank an untouched item below every established one. On the synthetic
-shop, with the opt-in ``category_taste`` feature, it did: the weight of content on new items
-went negative and a brand-new item reached no list, not even after a view (docs/evaluation:
-ranker.md). A shop needs its new items shown to learn anything about them, so this is a
-policy, not a learned score: when none of a list's ``k`` items is *new* (published by the
-catalogue while the stream ran, within the last ``fresh_half_life`` events, fewer than
-``ranker_cold_events`` events so far), its last
-``new_item_slots`` places go to the best-scoring new candidates of that user. The slot lasts
-until the item has been picked up by a few users; an item nobody wants stops being new after
-one half-life. The catalogue a stream starts with is not new, and neither is an old item's
-first event: on ml-latest-small (every film catalogued up front) counting an item as new from
-its first rating gave the slot to long-tail films and cost 3.8 % of held-out hr@10.
+shop, with the ``category_taste`` feature, it did: the weight of content on new items went
+negative and a brand-new item reached no list, not even after a view (docs/evaluation:
+new_items.md). A shop needs its new items shown to learn anything about them, so this is a
+policy, not a learned score: when none of a list's ``k`` items is *new*, its last
+``new_item_slots`` places go to the best-scoring new candidates of that user.
+
+*New* means published by the catalogue while the stream ran, within the last
+``fresh_half_life`` events, with fewer than ``ranker_cold_events`` events so far. The slot
+lasts until a few users have picked the item up; an item nobody wants stops being new after
+one half-life. Not new:
+
+* the catalogue a stream starts with;
+* an item whose release time (``Item.ts``) is before the stream's first event: the starting
+  catalogue read late (a fresh worker replaying the items topic beside a backlog of events);
+* an old item's first event: on ml-latest-small (every film catalogued up front) counting an
+  item as new from its first rating gave the slot to long-tail films and cost 3.8 % of
+  held-out hr@10.
 
 >>> import numpy as np
 >>> total = np.array([5.0, 4.0, 3.0, 2.0, 1.0])

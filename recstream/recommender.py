@@ -173,6 +173,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         # (row, event count) of the items the catalogue published while the stream ran, oldest
         # first, dropped once older than fresh_half_life: the new-item slot's candidates
         self._published: deque[tuple[int, int]] = deque()
+        self._first_event_ts: float | None = None  # an item released before it is not new
         # Kept only when the learned ranker reads them: a model nobody scores with would cost
         # every event an update and every checkpoint its counts.
         features = set(c.ranker_features) if c.ranker == "learned" else set()
@@ -251,7 +252,12 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             # released while the stream runs (new, or learned from events while it waited for
             # this entry): fresh from now; an item marked fresh before keeps its clock
             self._mark_fresh(row)
-            self._published.append((row, self.n_events))
+            first = getattr(self, "_first_event_ts", None)  # pickles from before: None
+            # Released before the stream's first event (its ts says so): the catalogue the
+            # stream started with, read late (a fresh worker replaying the items topic beside a
+            # backlog of events), not a new item. ts 0: no release time given.
+            if item.ts <= 0 or first is None or item.ts >= first:
+                self._published.append((row, self.n_events))
         if not was_active and self.retrieval is not None:
             self.retrieval.on_activate(self, row)
         digest = item.text_hash
@@ -285,6 +291,8 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             self._learn_ranker(event)  # test-then-learn: before any signal learns the event
         row = self.index.add(event.item_id, active=self.allow_unknown_items)
         self.n_events += 1
+        if getattr(self, "_first_event_ts", 1.0) is None:
+            self._first_event_ts = event.ts
         if self.index.active[row]:  # a waiting item's fresh clock starts at its upsert
             self._mark_fresh(row)
         # MF first: its negative sampler must see the user's history *before* this event

@@ -202,13 +202,16 @@ def test_a_list_keeps_its_last_place_for_a_new_item_until_people_find_it(synthet
         assert not rec._new_items(np.ones(len(rec.index), bool), None).any()  # none published
         rec.upsert_item(Item("brand-new", "brand-new"))  # released while the stream runs
         rec.set_item_vectors(["brand-new"], vectors[:1])
+        # read late, but released (ts) before the stream's first event: not new
+        rec.upsert_item(Item("old-but-late", "old-but-late", ts=events[0].ts - 1.0))
+        rec.set_item_vectors(["old-but-late"], vectors[1:2])
         models[slots] = rec
     users = sorted({e.user_id for e in events[:1500]})[:10]
     for u in users:
         scored = [r.item_id for r in models[0].recommend(u, 10)]
         kept = [r.item_id for r in models[1].recommend(u, 10)]
         assert "brand-new" not in scored  # the ranker alone never shows it
-        assert kept == [*scored[:9], "brand-new"]
+        assert kept == [*scored[:9], "brand-new"]  # nor "old-but-late", however it scores
     assert models[1].model_version != models[0].model_version
     rec = models[1]
     for n in range(5):  # five users find it: no longer cold, no longer kept a place
