@@ -147,9 +147,13 @@ def plot_weights(trace: dict[str, Any], out: str | Path, *, title: str = "") -> 
 
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
     x = [0, *trace["clock"]]
+    # the default cycle has 10 colours and the default features are 11: two lines would share
+    # one; tab20 gives each of up to 20 features its own
+    colours = plt.get_cmap("tab20").colors
     for j, name in enumerate(trace["features"]):
         y = [trace["prior"][j], *(w[j] for w in trace["weights"])]
-        (line,) = ax.plot(x, y, label=f"{name} ({y[-1]:+.2f})", linewidth=1.2)
+        label = f"{name} ({y[-1]:+.2f})"
+        (line,) = ax.plot(x, y, label=label, linewidth=1.2, color=colours[j % len(colours)])
         ax.axhline(trace["prior"][j], color=line.get_color(), linestyle=":", linewidth=0.6)
     ax.set_xlabel("event index in the stream")
     ax.set_ylabel("weight (features scaled to [0, 1] per list)")
