@@ -251,13 +251,10 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         if not was_active and self.n_events > 0:
             # released while the stream runs (new, or learned from events while it waited for
             # this entry): fresh from now; an item marked fresh before keeps its clock
+            marked = row < self._fresh_marked.shape[0] and bool(self._fresh_marked[row])
             self._mark_fresh(row)
-            first = getattr(self, "_first_event_ts", None)  # pickles from before: None
-            # Released before the stream's first event (its ts says so): the catalogue the
-            # stream started with, read late (a fresh worker replaying the items topic beside a
-            # backlog of events), not a new item. ts 0: no release time given.
-            if item.ts <= 0 or first is None or item.ts >= first:
-                self._published.append((row, self.n_events))
+            if not marked:  # a re-published item (back in stock) is not new
+                self._note_published(row, item)
         if not was_active and self.retrieval is not None:
             self.retrieval.on_activate(self, row)
         digest = item.text_hash
@@ -355,6 +352,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         # the scope: every row (exact) or the gathered candidates (two-stage); positions below
         # index into it, `rows` maps them back to item rows
         rows = self.retrieval.gather(self, user_id, mode) if self.two_stage_active() else None
+        slots = self._new_item_slots()
+        if rows is not None and slots:
+            rows = self._with_new_rows(rows, state, mode)
         valid = self._candidates(state, mode) if rows is None else np.ones(rows.size, bool)
         total, signals, weights = self._score(user_id, valid, mode, rows)
         diversity = getattr(self.config, "diversity", 0.0)  # pickles from before the knob
@@ -365,7 +365,6 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             picked = pool[mmr(np.arange(pool.size), total[pool], vectors, has, k, diversity)]
         else:
             picked = top_k(total, k, valid=valid)
-        slots = getattr(self.config, "new_item_slots", 0)  # pickles from before the slot: 0
         if slots and picked.size > 1:
             picked = reserve_new_items(picked, total, self._new_items(valid, rows), slots)
         items = picked if rows is None else rows[picked]
@@ -401,17 +400,57 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             self._feature_cache.put((user_id, self.n_events, mode), (X, valid, rows, total, w))
         return total, signals, weights
 
-    def _new_items(self, valid: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-        """Positions in the scope of the valid candidates that are new (new_item_slot.py):
-        published while the stream ran, within ``fresh_half_life`` events, and still cold."""
-        published = getattr(self, "_published", None)  # pickles from before the slot: none
+    def _note_published(self, row: int, item: Item) -> None:
+        """Remember ``row`` as published now, for the new-item slot, unless it is not new."""
+        if not self._new_item_slots():
+            return  # nothing reads it: kept empty
+        first = getattr(self, "_first_event_ts", None)  # pickles from before: None
+        # Not new: released (its ts says so) before the stream's first event, i.e. the
+        # catalogue the stream started with read late (a fresh worker replaying the items topic
+        # beside a backlog of events); or published before this model learned an event of its
+        # own (a group worker that merged others' item deltas first: it cannot tell). ts 0: no
+        # release time given.
+        if first is None or (item.ts > 0 and item.ts < first):
+            return
+        if getattr(self, "_published", None) is None:  # pickles from before the slot
+            self._published = deque()
+        self._published.append((row, self.n_events))
+        self._published_rows()  # prune: bounded by the window whether or not lists are asked
+
+    def _new_item_slots(self) -> int:
+        # a config pickled before the setting has no value of its own: the slot is off there
+        return int(self.config.__dict__.get("new_item_slots", 0))
+
+    def _published_rows(self) -> np.ndarray:
+        """Rows published within ``fresh_half_life`` events that are still cold (new)."""
+        published = getattr(self, "_published", None)
         window = self.config.fresh_half_life
         while published and self.n_events - published[0][1] > window:
             published.popleft()
         if not published:
             return np.zeros(0, dtype=np.int64)
         new = np.fromiter((r for r, _ in published), np.int64, len(published))
-        new = new[self.covisit.item_events(len(self.index))[new] < self.config.ranker_cold_events]
+        events = self.covisit.item_events(len(self.index))[new]
+        return new[events < self.config.ranker_cold_events]
+
+    def _with_new_rows(self, rows: np.ndarray, state, mode: str) -> np.ndarray:
+        """Two-stage candidates plus the new items the gathering missed (a handful), so the
+        slot does not depend on the fresh pool having kept them."""
+        new = self._published_rows()
+        if not new.size:
+            return rows
+        new = new[~np.isin(new, rows) & self.index.active[new]]
+        if new.size and state is not None:
+            excluded = state.excluded(mode)
+            new = np.array([r for r in new.tolist() if r not in excluded], dtype=np.int64)
+        return np.concatenate([rows, new]) if new.size else rows
+
+    def _new_items(self, valid: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """Positions in the scope of the valid candidates that are new (new_item_slot.py):
+        published while the stream ran, within ``fresh_half_life`` events, and still cold."""
+        new = self._published_rows()
+        if not new.size:
+            return new
         if rows is not None:  # rows of the catalogue -> positions among the gathered rows
             new = np.flatnonzero(np.isin(rows, new))
         return new[valid[new]]

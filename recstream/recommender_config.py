@@ -152,7 +152,9 @@ class RecommenderConfig:
             fields = {k: v for k, v in fields.items() if not k.startswith(_RANKER_ONLY)}
         if not self.diversity:  # off: the version of a model from before the knob
             fields = {k: v for k, v in fields.items() if not k.startswith("diversity")}
-        if not self.new_item_slots:  # off: the version of a model from before the slot
+        # off, or a config pickled before the setting (no value of its own): the version of a
+        # model from before the slot
+        if not self.__dict__.get("new_item_slots", 0):
             fields.pop("new_item_slots")
         if self.retrieval == "exact":  # the version of a model from before two-stage lists
             fields = {k: v for k, v in fields.items() if not k.startswith("retrieval")}

@@ -191,3 +191,36 @@ def test_command_rejects_bad_arguments(tmp_path, capsys):
     assert "argument --k: expected a positive integer, got 0" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing"), "--no-encode"]) == 2
     assert "no such dataset folder" in capsys.readouterr().err
+
+
+def test_an_item_released_at_an_events_time_comes_before_that_event():
+    from recstream.releases import ReleaseSchedule
+
+    items = [Item("a"), Item("b", ts=2.0), Item("c", ts=2.0), Item("d", ts=3.5)]
+    events = [Event(f"e{n}", "u", "a", "view", float(n)) for n in range(5)]
+    schedule = ReleaseSchedule(items, events)
+    due = [[i.item_id for i in schedule.due(e)] for e in events]
+    assert due == [[], [], ["b", "c"], [], ["d"]]
+
+
+def test_swap_gives_items_published_after_it_their_tuned_vectors():
+    from recstream.finetune_eval import SwapAt
+
+    class Model:
+        def __init__(self):
+            self.vectors = {}
+
+        def set_item_vectors(self, ids, v):
+            self.vectors.update(zip(ids, np.asarray(v)[:, 0].tolist(), strict=True))
+
+        def learn(self, event):
+            pass
+
+    tuned = np.array([[10.0], [20.0], [30.0]])
+    m = SwapAt(Model(), 1, ["a", "b", "c"], tuned)
+    m.set_item_vectors(["a"], np.array([[1.0]]))  # before the swap: the base encoder's
+    assert m.vectors == {"a": 1.0}
+    m.learn(None)  # the swap: only what the model has
+    assert m.vectors == {"a": 10.0} and m.swapped_at == 1
+    m.set_item_vectors(["c"], np.array([[3.0]]))  # published after it: the tuned vector
+    assert m.vectors == {"a": 10.0, "c": 30.0}

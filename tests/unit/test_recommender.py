@@ -242,3 +242,86 @@ def test_lists_without_reasons_are_the_same_lists(synthetic):
         bare = rec.recommend(user, 10, reasons=False)
         assert [(r.item_id, r.score) for r in bare] == [(r.item_id, r.score) for r in with_reasons]
         assert all(r.reason == "" for r in bare) and all(r.reason for r in with_reasons)
+
+
+def _catalogue(n, dim=16, seed=1, **config):
+    rng = np.random.default_rng(seed)
+    rec = Recommender(RecommenderConfig(**config))
+    ids = [f"i{j}" for j in range(n)]
+    for i in ids:
+        rec.upsert_item(Item(i))
+    rec.set_item_vectors(ids, rng.normal(size=(n, dim)).astype(np.float32))
+    return rec, ids, rng
+
+
+def test_the_slot_reaches_a_new_item_the_two_stage_gathering_missed():
+    """The fresh pool keeps the latest 50 first appearances: 60 old items' first events push the
+    new one out of it, and the slot still finds it (Recommender._with_new_rows)."""
+    shown = {}
+    for retrieval in ("exact", "two_stage"):
+        rec, ids, rng = _catalogue(
+            3000, ranker="fixed", w_fresh=-5.0, retrieval=retrieval, retrieval_index="exact"
+        )
+        t = 0.0
+        for n in range(300):
+            rec.learn(Event(f"e{n}", f"u{n % 20}", ids[n % 100], "view", t))
+            t += 1
+        rec.upsert_item(Item("brand-new", ts=t))
+        rec.set_item_vectors(["brand-new"], rng.normal(size=(1, 16)).astype(np.float32))
+        for n in range(60):
+            rec.learn(Event(f"f{n}", f"v{n}", ids[1000 + n], "view", t))
+            t += 1
+        users = [f"u{j}" for j in range(20)]
+        shown[retrieval] = sum(
+            "brand-new" in [r.item_id for r in rec.recommend(u, 10)] for u in users
+        )
+    assert shown == {"exact": 20, "two_stage": 20}
+
+
+def test_a_new_item_stops_being_new_after_one_half_life():
+    rec, ids, _ = _catalogue(30, ranker="fixed", w_fresh=-5.0, fresh_half_life=50.0)
+    for n in range(10):
+        rec.learn(Event(f"e{n}", "u1", ids[n], "view", float(n)))
+    rec.upsert_item(Item("new", ts=100.0))
+    assert "new" in [r.item_id for r in rec.recommend("u1", 5)]
+    for n in range(51):  # one half-life of events, none on it
+        rec.learn(Event(f"f{n}", "u2", ids[n % 30], "view", 200.0 + n))
+    assert "new" not in [r.item_id for r in rec.recommend("u1", 5)]
+    assert not rec._published  # pruned, not kept forever
+
+
+def test_what_is_not_new_and_models_from_before_the_slot(tmp_path):
+    rec, ids, _ = _catalogue(20, ranker="fixed")
+    rec.track_item_deltas()
+    other, _, _ = _catalogue(20, ranker="fixed")
+    other.track_item_deltas()
+    for n in range(5):
+        other.learn(Event(f"o{n}", "w", ids[n], "view", 10.0 + n))
+    rec.apply_item_delta(other.item_delta())  # clock advanced, no event of its own yet
+    rec.upsert_item(Item("unknowable", ts=50.0))  # cannot tell whether it is new: not
+    assert not rec._published
+    rec.learn(Event("e0", "u", ids[0], "view", 20.0))
+    rec.upsert_item(Item("re-run", ts=5.0))  # released before the first event: read late
+    rec.upsert_item(Item("fresh", ts=30.0))
+    rec.learn(Event("e1", "u", ids[1], "view", 31.0))
+    rec.delete_item(ids[1])
+    rec.upsert_item(Item(ids[1]))  # back in stock: seen before, not new
+    assert [rec.index.ids[r] for r, _ in rec._published] == ["fresh"]
+    off, _, _ = _catalogue(20, ranker="fixed", new_item_slots=0)
+    off.learn(Event("e0", "u", ids[0], "view", 20.0))
+    off.upsert_item(Item("fresh", ts=30.0))
+    assert not off._published  # nothing reads it: nothing kept
+    # a model saved before the slot existed: no deque, no first-event time, a config without
+    # the setting; it loads, takes new items, and keeps its version (the slot stays off)
+    before = _catalogue(20, ranker="fixed", new_item_slots=0)[0].model_version
+    old, _, _ = _catalogue(20, ranker="fixed")
+    old.learn(Event("e0", "u", ids[0], "view", 20.0))
+    del old.__dict__["_published"], old.__dict__["_first_event_ts"]
+    del old.config.__dict__["new_item_slots"]
+    old.save(tmp_path / "old.pkl")
+    loaded = Recommender.load(tmp_path / "old.pkl")
+    loaded.upsert_item(Item("fresh", ts=30.0))
+    loaded.learn(Event("e1", "u", "fresh", "view", 31.0))
+    assert loaded.recommend("u", 3) and not getattr(loaded, "_published", None)  # slot off
+    # its config hashes as one with the slot off (a model keeps the digest it was built with)
+    assert loaded.config.digest() == before.split("-")[1]
