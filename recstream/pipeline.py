@@ -404,6 +404,9 @@ class StreamProcessor(CatalogueInputs, ProcessorCheckpoints):
             },
             "coverage": round(len(self.recommended) / catalogue, 4) if catalogue else None,
             "catalogue_items": catalogue,
+            # published while the worker runs and still new; lists the new-item slot changed
+            "new_items": int(stats.get("new_items", 0)),
+            "slot_lists": int(stats.get("slot_lists", 0)),
             "users": int(stats.get("n_users", 0)),
             "item_vectors": int(stats.get("n_vectors", 0)),
             "items": {

@@ -174,6 +174,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         # first, dropped once older than fresh_half_life: the new-item slot's candidates
         self._published: deque[tuple[int, int]] = deque()
         self._first_event_ts: float | None = None  # an item released before it is not new
+        self.slot_lists = 0  # lists whose last places the slot gave to new items (stats())
         # Kept only when the learned ranker reads them: a model nobody scores with would cost
         # every event an update and every checkpoint its counts.
         features = set(c.ranker_features) if c.ranker == "learned" else set()
@@ -366,7 +367,10 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         else:
             picked = top_k(total, k, valid=valid)
         if slots and picked.size > 1:
-            picked = reserve_new_items(picked, total, self._new_items(valid, rows), slots)
+            kept = reserve_new_items(picked, total, self._new_items(valid, rows), slots)
+            if kept is not picked:  # the slot changed the list
+                self.slot_lists = getattr(self, "slot_lists", 0) + 1
+            picked = kept
         items = picked if rows is None else rows[picked]
         if reasons:
             local = {name: s[picked] for name, s in signals.items()}
@@ -485,6 +489,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             "n_vectors": self.index.n_vectors,
             "n_covisit_pairs": self.covisit.n_pairs,
             "mf_factors": self.config.mf_factors,
+            # the new-item slot (new_item_slot.py): items new now, lists it changed so far
+            "new_items": int(self._published_rows().size),
+            "slot_lists": getattr(self, "slot_lists", 0),
         }
 
     # -- persistence -------------------------------------------------------------------------

@@ -59,6 +59,13 @@ class Reporting:
         if snap["coverage"] is not None:
             m.coverage.set(snap["coverage"])
         m.catalogue_items.set(snap["catalogue_items"])
+        m.new_items.set(snap["new_items"])
+        # the model counts since it was built, a restored one since before this process: the
+        # counter takes what it counted since the last snapshot (the first: since start-up)
+        seen = getattr(self, "_slot_lists_seen", 0)
+        if snap["slot_lists"] > seen:
+            m.slot_lists.inc(snap["slot_lists"] - seen)
+        self._slot_lists_seen = snap["slot_lists"]
         m.encode_queue.set(len(self.processor.encode_queue))
         return snap
 

@@ -163,6 +163,17 @@ class Metrics:
         self.catalogue_items = Gauge(
             "recstream_catalogue_items", "Live (not deleted) catalogue items", registry=r
         )
+        self.new_items = Gauge(
+            "recstream_new_items",
+            "Items published while the worker runs that are still new (within the new-item "
+            "slot's window and fewer than 5 events): the slot's candidates",
+            registry=r,
+        )
+        self.slot_lists = Counter(
+            "recstream_new_item_slot_lists_total",
+            "Lists whose last place the new-item slot gave to a new item",
+            registry=r,
+        )
         self.redis_errors = Counter(
             "recstream_redis_errors_total",
             "Redis pipelines (or pings) that failed; their writes are kept for a retry",

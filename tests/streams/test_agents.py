@@ -442,3 +442,44 @@ def test_lists_are_handed_over_while_the_rest_of_the_batch_is_scored(
     lists = {v["user_id"]: v["trigger_event_id"] for _, v in h.on("recommendations")}
     assert lists == {u: f"e{n}" for n, u in enumerate(users)}  # one list per user, as before
     assert len(h.redis.recs) == len(users)
+
+
+def test_the_new_item_slot_shows_in_the_metrics() -> None:
+    """recstream_new_items and recstream_new_item_slot_lists_total, from the model's counts."""
+    from recstream.pipeline import KafkaMessage
+    from recstream.recommender import RecommenderConfig
+
+    harness = Harness()
+    # fresh items ranked last: only the slot can show the new one
+    rec = Recommender(RecommenderConfig(ranker="fixed", w_fresh=-5.0), seed=1)
+    for i in range(20):
+        rec.upsert_item(Item(f"i{i}", title=f"item {i}"))
+    harness.processor.recommender = rec
+    topic = harness.settings.topic("events")
+
+    def messages(first: int, users: list[str]) -> list[Any]:
+        return [
+            KafkaMessage(
+                event(u, f"i{n}", "view", f"e{first + n}"),
+                topic,
+                0,
+                first + n,
+                time.time(),
+                key=u.encode(),
+            )
+            for n, u in enumerate(users)
+        ]
+
+    async def scenario() -> None:
+        await harness.runtime.on_events(messages(0, ["u1", "u2"]))
+        rec.upsert_item(Item("new", title="brand new", ts=200.0))  # after the first event
+        await harness.runtime.on_events(messages(2, ["u1", "u2", "u3"]))
+        harness.runtime.snapshot()
+
+    run(scenario)
+    registry = harness.runtime.metrics.registry
+    lists = [r for _, r in harness.on("recommendations")][-3:]
+    assert all("new" in [it["item_id"] for it in r["items"]] for r in lists)
+    assert registry.get_sample_value("recstream_new_items") == 1.0
+    slotted = registry.get_sample_value("recstream_new_item_slot_lists_total")
+    assert slotted == rec.slot_lists == rec.stats()["slot_lists"] == 3

@@ -213,6 +213,8 @@ def test_a_list_keeps_its_last_place_for_a_new_item_until_people_find_it(synthet
         assert "brand-new" not in scored  # the ranker alone never shows it
         assert kept == [*scored[:9], "brand-new"]  # nor "old-but-late", however it scores
     assert models[1].model_version != models[0].model_version
+    assert models[1].stats()["slot_lists"] == len(users) and models[0].stats()["slot_lists"] == 0
+    assert models[1].stats()["new_items"] == 1 and models[0].stats()["new_items"] == 0
     rec = models[1]
     for n in range(5):  # five users find it: no longer cold, no longer kept a place
         rec.learn(Event(f"found{n}", f"finder{n}", "brand-new", "view", 1e9 + n))
