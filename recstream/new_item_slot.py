@@ -32,9 +32,75 @@ one half-life. Not new:
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
-__all__ = ["reserve_new_items"]
+__all__ = ["NewItems", "reserve_new_items"]
+
+
+class NewItems:
+    """The items the catalogue published while the stream ran, oldest first, for the slot.
+
+    The model tells it of every event's time (:meth:`learned`) and every publication
+    (:meth:`published`); :meth:`rows` gives the items new now. Entries older than the window
+    are dropped at each publication and each read, so it holds one window's publications.
+
+    >>> log = NewItems(window=10)
+    >>> log.published(row=0, at=1, item_ts=5.0)  # before any event of this model: cannot tell
+    >>> log.learned(100.0)
+    >>> log.published(row=1, at=2, item_ts=50.0)  # released before the stream's first event
+    >>> log.published(row=2, at=3, item_ts=0.0)  # no release time: new
+    >>> log.published(row=3, at=4, item_ts=150.0)
+    >>> log.rows(now=12, item_events=np.array([0, 0, 0, 9]), cold_events=5).tolist()
+    [2]
+    >>> log.rows(now=15, item_events=np.zeros(4), cold_events=5).size  # past the window
+    0
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self.first_event_ts: float | None = None  # an item released before it is not new
+        self.slot_lists = 0  # lists whose last places the slot gave to new items
+        self._published: deque[tuple[int, int]] = deque()  # (row, event count at publication)
+
+    def __len__(self) -> int:
+        return len(self._published)
+
+    @property
+    def published_rows(self) -> list[int]:
+        return [row for row, _ in self._published]
+
+    def learned(self, ts: float) -> None:
+        if self.first_event_ts is None:
+            self.first_event_ts = ts
+
+    def published(self, row: int, at: int, item_ts: float) -> None:
+        """``row`` published at event count ``at``, unless it is not new: released (its
+        ``item_ts`` says so) before the stream's first event, i.e. the catalogue the stream
+        started with read late (a fresh worker replaying the items topic beside a backlog of
+        events); or published before this model learned an event of its own (a group worker
+        that merged others' item deltas first: it cannot tell). ``item_ts`` 0: no release time
+        given."""
+        first = self.first_event_ts
+        if first is None or 0 < item_ts < first:
+            return
+        self._published.append((row, at))
+        self._prune(at)
+
+    def rows(self, now: int, item_events: np.ndarray, cold_events: int) -> np.ndarray:
+        """Rows published within the window of event count ``now`` with fewer than
+        ``cold_events`` events (``item_events`` by row): the new items."""
+        self._prune(now)
+        if not self._published:
+            return np.zeros(0, dtype=np.int64)
+        new = np.fromiter((r for r, _ in self._published), np.int64, len(self._published))
+        return new[item_events[new] < cold_events]
+
+    def _prune(self, now: int) -> None:
+        published = self._published
+        while published and now - published[0][1] > self.window:
+            published.popleft()
 
 
 def reserve_new_items(

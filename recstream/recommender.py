@@ -41,7 +41,6 @@ import hashlib
 import os
 import pickle
 import tempfile
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,7 +54,7 @@ from recstream.events import Event, Item, ScoredItem
 from recstream.features import FeatureCache, feature_matrix
 from recstream.index import ItemIndex, grow, top_k
 from recstream.mf import ImplicitMF
-from recstream.new_item_slot import reserve_new_items
+from recstream.new_item_slot import NewItems, reserve_new_items
 from recstream.popularity import Popularity
 from recstream.ranker import OnlineRanker
 from recstream.reasons import explain
@@ -170,11 +169,8 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             **shared,
         )
         self._fresh_marked = np.zeros(0, dtype=bool)
-        # (row, event count) of the items the catalogue published while the stream ran, oldest
-        # first, dropped once older than fresh_half_life: the new-item slot's candidates
-        self._published: deque[tuple[int, int]] = deque()
-        self._first_event_ts: float | None = None  # an item released before it is not new
-        self.slot_lists = 0  # lists whose last places the slot gave to new items (stats())
+        # the items published while the stream ran, for the new-item slot (None: slot off)
+        self.new_items = NewItems(c.fresh_half_life) if c.new_item_slots else None
         # Kept only when the learned ranker reads them: a model nobody scores with would cost
         # every event an update and every checkpoint its counts.
         features = set(c.ranker_features) if c.ranker == "learned" else set()
@@ -254,8 +250,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             # this entry): fresh from now; an item marked fresh before keeps its clock
             marked = row < self._fresh_marked.shape[0] and bool(self._fresh_marked[row])
             self._mark_fresh(row)
-            if not marked:  # a re-published item (back in stock) is not new
-                self._note_published(row, item)
+            log = getattr(self, "new_items", None)  # pickles from before the slot: none
+            if log is not None and not marked:  # a re-published item (back in stock) is not new
+                log.published(row, self.n_events, item.ts)
         if not was_active and self.retrieval is not None:
             self.retrieval.on_activate(self, row)
         digest = item.text_hash
@@ -289,8 +286,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             self._learn_ranker(event)  # test-then-learn: before any signal learns the event
         row = self.index.add(event.item_id, active=self.allow_unknown_items)
         self.n_events += 1
-        if getattr(self, "_first_event_ts", 1.0) is None:
-            self._first_event_ts = event.ts
+        log = getattr(self, "new_items", None)  # pickles from before the slot: none
+        if log is not None:
+            log.learned(event.ts)
         if self.index.active[row]:  # a waiting item's fresh clock starts at its upsert
             self._mark_fresh(row)
         # MF first: its negative sampler must see the user's history *before* this event
@@ -353,9 +351,9 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         # the scope: every row (exact) or the gathered candidates (two-stage); positions below
         # index into it, `rows` maps them back to item rows
         rows = self.retrieval.gather(self, user_id, mode) if self.two_stage_active() else None
-        slots = self._new_item_slots()
-        if rows is not None and slots:
-            rows = self._with_new_rows(rows, state, mode)
+        new_rows = self._new_rows()  # once per list: the slot's candidates (rows)
+        if rows is not None and new_rows.size:
+            rows = self._with_new_rows(rows, new_rows, state, mode)
         valid = self._candidates(state, mode) if rows is None else np.ones(rows.size, bool)
         total, signals, weights = self._score(user_id, valid, mode, rows)
         diversity = getattr(self.config, "diversity", 0.0)  # pickles from before the knob
@@ -366,10 +364,12 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             picked = pool[mmr(np.arange(pool.size), total[pool], vectors, has, k, diversity)]
         else:
             picked = top_k(total, k, valid=valid)
-        if slots and picked.size > 1:
-            kept = reserve_new_items(picked, total, self._new_items(valid, rows), slots)
+        if new_rows.size and picked.size > 1:
+            # rows of the catalogue -> positions in the scope, the valid ones
+            new = new_rows if rows is None else np.flatnonzero(np.isin(rows, new_rows))
+            kept = reserve_new_items(picked, total, new[valid[new]], self.config.new_item_slots)
             if kept is not picked:  # the slot changed the list
-                self.slot_lists = getattr(self, "slot_lists", 0) + 1
+                self.new_items.slot_lists += 1
             picked = kept
         items = picked if rows is None else rows[picked]
         if reasons:
@@ -404,60 +404,22 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             self._feature_cache.put((user_id, self.n_events, mode), (X, valid, rows, total, w))
         return total, signals, weights
 
-    def _note_published(self, row: int, item: Item) -> None:
-        """Remember ``row`` as published now, for the new-item slot, unless it is not new."""
-        if not self._new_item_slots():
-            return  # nothing reads it: kept empty
-        first = getattr(self, "_first_event_ts", None)  # pickles from before: None
-        # Not new: released (its ts says so) before the stream's first event, i.e. the
-        # catalogue the stream started with read late (a fresh worker replaying the items topic
-        # beside a backlog of events); or published before this model learned an event of its
-        # own (a group worker that merged others' item deltas first: it cannot tell). ts 0: no
-        # release time given.
-        if first is None or (item.ts > 0 and item.ts < first):
-            return
-        if getattr(self, "_published", None) is None:  # pickles from before the slot
-            self._published = deque()
-        self._published.append((row, self.n_events))
-        self._published_rows()  # prune: bounded by the window whether or not lists are asked
-
-    def _new_item_slots(self) -> int:
-        # a config pickled before the setting has no value of its own: the slot is off there
-        return int(self.config.__dict__.get("new_item_slots", 0))
-
-    def _published_rows(self) -> np.ndarray:
-        """Rows published within ``fresh_half_life`` events that are still cold (new)."""
-        published = getattr(self, "_published", None)
-        window = self.config.fresh_half_life
-        while published and self.n_events - published[0][1] > window:
-            published.popleft()
-        if not published:
+    def _new_rows(self) -> np.ndarray:
+        """The rows new now (recstream/new_item_slot.py); none with the slot off."""
+        log = getattr(self, "new_items", None)  # pickles from before the slot: none
+        if log is None:
             return np.zeros(0, dtype=np.int64)
-        new = np.fromiter((r for r, _ in published), np.int64, len(published))
-        events = self.covisit.item_events(len(self.index))[new]
-        return new[events < self.config.ranker_cold_events]
+        events = self.covisit.item_events(len(self.index))
+        return log.rows(self.n_events, events, self.config.ranker_cold_events)
 
-    def _with_new_rows(self, rows: np.ndarray, state, mode: str) -> np.ndarray:
-        """Two-stage candidates plus the new items the gathering missed (a handful), so the
-        slot does not depend on the fresh pool having kept them."""
-        new = self._published_rows()
-        if not new.size:
-            return rows
+    def _with_new_rows(self, rows: np.ndarray, new: np.ndarray, state, mode: str) -> np.ndarray:
+        """Two-stage candidates plus the new items ``new`` the gathering missed (a handful),
+        so the slot does not depend on the fresh pool having kept them."""
         new = new[~np.isin(new, rows) & self.index.active[new]]
         if new.size and state is not None:
             excluded = state.excluded(mode)
             new = np.array([r for r in new.tolist() if r not in excluded], dtype=np.int64)
         return np.concatenate([rows, new]) if new.size else rows
-
-    def _new_items(self, valid: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-        """Positions in the scope of the valid candidates that are new (new_item_slot.py):
-        published while the stream ran, within ``fresh_half_life`` events, and still cold."""
-        new = self._published_rows()
-        if not new.size:
-            return new
-        if rows is not None:  # rows of the catalogue -> positions among the gathered rows
-            new = np.flatnonzero(np.isin(rows, new))
-        return new[valid[new]]
 
     def _candidates(self, state, mode: str) -> np.ndarray:
         """The rows that may be recommended: active items less the user's excluded ones."""
@@ -490,8 +452,8 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             "n_covisit_pairs": self.covisit.n_pairs,
             "mf_factors": self.config.mf_factors,
             # the new-item slot (new_item_slot.py): items new now, lists it changed so far
-            "new_items": int(self._published_rows().size),
-            "slot_lists": getattr(self, "slot_lists", 0),
+            "new_items": int(self._new_rows().size),
+            "slot_lists": getattr(getattr(self, "new_items", None), "slot_lists", 0),
         }
 
     # -- persistence -------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class Runtime(
         self.settings = settings
         self.processor = processor
         # the new-item slot's list count at start-up (a restored model's): not this process's
-        self._slot_lists_seen = getattr(processor.recommender, "slot_lists", 0)
+        self._slot_lists_seen = processor.recommender.stats().get("slot_lists", 0)
         self.publish = publish
         self.redis = redis
         self.metrics = metrics or Metrics()

@@ -482,4 +482,4 @@ def test_the_new_item_slot_shows_in_the_metrics() -> None:
     assert all("new" in [it["item_id"] for it in r["items"]] for r in lists)
     assert registry.get_sample_value("recstream_new_items") == 1.0
     slotted = registry.get_sample_value("recstream_new_item_slot_lists_total")
-    assert slotted == rec.slot_lists == rec.stats()["slot_lists"] == 3
+    assert slotted == rec.new_items.slot_lists == rec.stats()["slot_lists"] == 3

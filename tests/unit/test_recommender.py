@@ -199,7 +199,7 @@ def test_a_list_keeps_its_last_place_for_a_new_item_until_people_find_it(synthet
     for slots in (0, 1):
         config = dict(ranker="fixed", w_fresh=-5.0, retrieval=retrieval, new_item_slots=slots)
         rec = trained(synthetic, n=1500, **config)
-        assert not rec._new_items(np.ones(len(rec.index), bool), None).any()  # none published
+        assert not rec._new_rows().size  # none published
         rec.upsert_item(Item("brand-new", "brand-new"))  # released while the stream runs
         rec.set_item_vectors(["brand-new"], vectors[:1])
         # read late, but released (ts) before the stream's first event: not new
@@ -289,7 +289,7 @@ def test_a_new_item_stops_being_new_after_one_half_life():
     for n in range(51):  # one half-life of events, none on it
         rec.learn(Event(f"f{n}", "u2", ids[n % 30], "view", 200.0 + n))
     assert "new" not in [r.item_id for r in rec.recommend("u1", 5)]
-    assert not rec._published  # pruned, not kept forever
+    assert not len(rec.new_items)  # pruned, not kept forever
 
 
 def test_what_is_not_new_and_models_from_before_the_slot(tmp_path):
@@ -301,29 +301,29 @@ def test_what_is_not_new_and_models_from_before_the_slot(tmp_path):
         other.learn(Event(f"o{n}", "w", ids[n], "view", 10.0 + n))
     rec.apply_item_delta(other.item_delta())  # clock advanced, no event of its own yet
     rec.upsert_item(Item("unknowable", ts=50.0))  # cannot tell whether it is new: not
-    assert not rec._published
+    assert not len(rec.new_items)
     rec.learn(Event("e0", "u", ids[0], "view", 20.0))
     rec.upsert_item(Item("re-run", ts=5.0))  # released before the first event: read late
     rec.upsert_item(Item("fresh", ts=30.0))
     rec.learn(Event("e1", "u", ids[1], "view", 31.0))
     rec.delete_item(ids[1])
     rec.upsert_item(Item(ids[1]))  # back in stock: seen before, not new
-    assert [rec.index.ids[r] for r, _ in rec._published] == ["fresh"]
+    assert [rec.index.ids[r] for r in rec.new_items.published_rows] == ["fresh"]
     off, _, _ = _catalogue(20, ranker="fixed", new_item_slots=0)
     off.learn(Event("e0", "u", ids[0], "view", 20.0))
     off.upsert_item(Item("fresh", ts=30.0))
-    assert not off._published  # nothing reads it: nothing kept
+    assert off.new_items is None  # nothing reads it: nothing kept
     # a model saved before the slot existed: no deque, no first-event time, a config without
     # the setting; it loads, takes new items, and keeps its version (the slot stays off)
     before = _catalogue(20, ranker="fixed", new_item_slots=0)[0].model_version
     old, _, _ = _catalogue(20, ranker="fixed")
     old.learn(Event("e0", "u", ids[0], "view", 20.0))
-    del old.__dict__["_published"], old.__dict__["_first_event_ts"]
+    del old.__dict__["new_items"]
     del old.config.__dict__["new_item_slots"]
     old.save(tmp_path / "old.pkl")
     loaded = Recommender.load(tmp_path / "old.pkl")
     loaded.upsert_item(Item("fresh", ts=30.0))
     loaded.learn(Event("e1", "u", "fresh", "view", 31.0))
-    assert loaded.recommend("u", 3) and not getattr(loaded, "_published", None)  # slot off
+    assert loaded.recommend("u", 3) and not getattr(loaded, "new_items", None)  # slot off
     # its config hashes as one with the slot off (a model keeps the digest it was built with)
     assert loaded.config.digest() == before.split("-")[1]
