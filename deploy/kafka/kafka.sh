@@ -299,7 +299,12 @@ start() {
     rm -rf "$state"/node-* "$state/acls"
     if ((secure)); then make_passwords; fi
     # A cluster id is 16 random bytes, URL-safe base64 without padding (what StorageTool makes).
-    cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    # Like Kafka's Uuid.randomUuid, draw again while it starts with '-': StorageTool's argument
+    # parser would read "-t -Abc..." as a missing value (1 start in 64 failed that way in CI).
+    cid=-
+    while [[ $cid == -* ]]; do
+      cid=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
     for ((i = 1; i <= n; i++)); do
       write_config "$i" "$n"
       format_node "$i" "$cid"
