@@ -11,10 +11,13 @@ event's weight split evenly across its item's categories, as
 categories: a candidate in the genres the user keeps coming back to scores high.
 
 Every operation is vectorised over rows. A two-stage list reads its candidates' rows
-(``O(rows x max_per_item)``); a list over the whole catalogue multiplies a sparse item x
-category matrix (scipy CSR, 27 µs at ml-latest-small's 9,742 items and 20 genres, against
-370 µs for the padded gather), rebuilt in ``O(categories listed)`` at the first list after the
-catalogue changed. A new item is ``O(1)`` amortised.
+(``O(rows x max_per_item)``). A list over the whole catalogue scores each distinct category
+*list* once and gathers: ml-latest-small's 9,742 movies have 951 distinct genre lists, so a
+sparse set x category product (scipy CSR) plus one gather per row costs ~15 µs, where the item x
+category product took 27 µs alone and ~73 µs inside an evaluation (its 9,742 rows evicted by the
+rest of the list's work). Rows with the same list compute the same sum in the same order, so the
+values are bit for bit those of the per-item product. The set matrix is rebuilt only when a list
+of categories never seen before appears; a new item is ``O(1)`` amortised.
 
 >>> cats = ItemCategories()
 >>> for row, c in enumerate([("horror",), ("war", "comedy"), ("comedy",), ()]):
@@ -49,7 +52,11 @@ class ItemCategories:
         self._rows = np.full((0, self.max_per_item), -1, dtype=np.int32)
         self._count = np.zeros(0, dtype=np.int32)  # categories per row (0: none)
         self._width = 0  # the widest row so far: the columns a list reads
-        self._matrix: scipy.sparse.csr_matrix | None = None  # rows x categories, 1/count each
+        # Each distinct category list (ids in the item's order) once: 0 is the empty list, so a
+        # row without categories (or never recorded) reads 0.
+        self._sets: dict[tuple[int, ...], int] = {(): 0}
+        self._set_of_row = np.zeros(0, dtype=np.int32)
+        self._matrix: scipy.sparse.csr_matrix | None = None  # sets x categories, 1/count each
 
     def set(self, row: int, categories: Sequence[str]) -> None:
         """Record ``row``'s categories (replacing what it had); duplicates count once."""
@@ -57,25 +64,35 @@ class ItemCategories:
         ids = [self.ids.setdefault(name, len(self.ids)) for name in names]
         self._rows = grow(self._rows, row + 1, fill=-1)
         self._count = grow(self._count, row + 1)
-        if self._count[row] == len(ids) and self._rows[row, : len(ids)].tolist() == ids:
-            # the same categories (an item re-published with other changes): the matrix stays,
-            # where a list would otherwise rebuild it over the whole catalogue
-            return
+        self._set_of_row = grow(self._set_of_row, row + 1)
         self._rows[row] = -1
         self._rows[row, : len(ids)] = ids
         self._count[row] = len(ids)
         self._width = max(self._width, len(ids))
-        self._matrix = None
+        self._set_of_row[row] = self._set_id(tuple(ids))
+
+    def _set_id(self, ids: tuple[int, ...]) -> int:
+        """The id of the category list ``ids``; a list never seen before drops the matrix (a
+        re-published item, or a new one in known categories, keeps it)."""
+        found = self._sets.get(ids)
+        if found is None:
+            found = self._sets[ids] = len(self._sets)
+            self._matrix = None
+        return found
 
     def _csr(self) -> scipy.sparse.csr_matrix:
-        """Every row recorded (capacity included) as a sparse matrix, each row's categories at
-        1/count: rebuilt only after :meth:`set`, not when the index grows."""
+        """Every distinct category list as a sparse row, its categories at 1/count: rebuilt only
+        after :meth:`set` met a new list, not when the index grows."""
         if self._matrix is None:
-            count, ids = self._count, self._rows[:, : self._width]
+            lists = list(self._sets)  # in id order: dicts keep insertion order
+            count = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
             data = np.repeat(1.0 / np.maximum(count, 1), count)
-            indptr = np.concatenate([[0], np.cumsum(count, dtype=np.int64)])
+            indices = np.fromiter(
+                (c for ids in lists for c in ids), dtype=np.int32, count=int(count.sum())
+            )
+            indptr = np.concatenate([[0], np.cumsum(count)])
             self._matrix = scipy.sparse.csr_matrix(
-                (data, ids[ids >= 0], indptr), shape=(count.shape[0], len(self.ids))
+                (data, indices, indptr), shape=(len(lists), len(self.ids))
             )
         return self._matrix
 
@@ -84,6 +101,14 @@ class ItemCategories:
         state["_matrix"] = None  # a cache: rebuilt at the first list
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_sets" not in state:  # pickled before the category lists were kept apart
+            self._sets, self._set_of_row = {(): 0}, np.zeros(len(self._count), dtype=np.int32)
+            listed = zip(self._rows.tolist(), self._count.tolist(), strict=True)
+            for row, (ids, n) in enumerate(listed):
+                self._set_of_row[row] = self._set_id(tuple(ids[:n]))
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -91,26 +116,23 @@ class ItemCategories:
         """The category distribution (sums to 1; zeros when nothing has a category) of events on
         ``rows`` with ``weights``: each event's weight split evenly over its item's categories.
 
-        A few dozen events per list: a plain loop over their rows' ids (one gather) costs less
-        than the numpy calls a vectorised version needs for so few."""
-        acc: dict[int, float] = {}  # only the categories touched: a vocabulary may be large
-        capacity = self._count.shape[0]
-        inside = [(r, w) for r, w in zip(rows, weights, strict=True) if r < capacity]
-        if inside:
-            at = np.fromiter((r for r, _ in inside), dtype=np.int64, count=len(inside))
-            for (_, w), ids, n in zip(
-                inside,
-                self._rows[at, : self._width].tolist(),
-                self._count[at].tolist(),
-                strict=True,
-            ):
-                if n:
-                    x = w / n
-                    for c in ids[:n]:
-                        acc[c] = acc.get(c, 0.0) + x
-        share = np.zeros(len(self.ids))
-        if acc:
-            share[list(acc)] = list(acc.values())
+        One ``bincount`` over the events' category ids in event order, then each item's order:
+        the sums a plain loop would make, in its order (~3x cheaper than the loop at 50
+        events)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        weights = np.asarray(weights, dtype=np.float64)
+        if rows.shape != weights.shape:
+            raise ValueError(f"{rows.size} rows but {weights.size} weights")
+        inside = rows < self._count.shape[0]
+        rows, weights = rows[inside], weights[inside]
+        ids = self._rows[rows, : self._width]
+        each = weights / np.maximum(self._count[rows], 1)  # rows without one have no id >= 0
+        listed = ids >= 0
+        share = np.bincount(
+            ids[listed],
+            weights=np.broadcast_to(each[:, None], ids.shape)[listed],
+            minlength=len(self.ids),
+        )
         total = share.sum()
         return share / total if total > 0 else share
 
@@ -120,10 +142,11 @@ class ItemCategories:
         """The mean ``share`` of each row's categories (0 without one): rows ``0..n_rows-1``
         (``rows`` None) or ``rows``."""
         if rows is None:
-            scores = np.asarray(self._csr() @ share, dtype=np.float64)
-            if scores.shape[0] >= n_rows:
-                return scores[:n_rows]
-            return np.concatenate([scores, np.zeros(n_rows - scores.shape[0])])
+            per_list = np.asarray(self._csr() @ share, dtype=np.float64)
+            sets = self._set_of_row
+            if sets.shape[0] >= n_rows:
+                return per_list[sets[:n_rows]]
+            return np.concatenate([per_list[sets], np.zeros(n_rows - sets.shape[0])])
         rows = np.asarray(rows, dtype=np.int64)
         inside = rows < self._count.shape[0]
         safe = np.where(inside, rows, 0)

@@ -107,3 +107,27 @@ def test_category_taste_ranks_the_users_genre_first():
         top = {int(r) for r in np.flatnonzero(mask & (X[:, 0] == X[mask, 0].max()))}
         assert top == {rec.index.row(f"i{k}") for k in range(20 + genre, 40, 4)}, user
         assert X[mask, 0].min() == 0.0  # other genres: nothing in common
+
+
+def test_items_share_one_row_per_category_list_and_old_pickles_migrate():
+    cats, listed = _random_catalogue(n=300, seed=4)
+    matrix = cats._csr()
+    assert matrix.shape[0] == len(set(listed)) < 300  # one row per distinct list, () included
+    cats.set(300, listed[7])  # a new item in a list already seen: nothing to rebuild
+    assert cats._csr() is matrix
+    share = cats.share([1, 2, 3, 300], [1.0, 0.5, 0.25, 2.0])
+    full = cats.affinity(share, n_rows=310)
+    assert np.allclose(full[:301], cats.affinity(share, rows=np.arange(301)))  # sums apart
+    assert full[300] == full[7] and not full[301:].any()
+    state = cats.__getstate__()  # as pickled before the lists were kept apart
+    for key in ("_sets", "_set_of_row"):
+        del state[key]
+    old = ItemCategories.__new__(ItemCategories)
+    old.__setstate__(state)
+    assert np.array_equal(old.affinity(share, n_rows=310), full)
+    try:
+        cats.share([1, 2], [1.0])
+    except ValueError as e:
+        assert "2 rows but 1 weights" in str(e)
+    else:
+        raise AssertionError("mismatched rows and weights were accepted")
