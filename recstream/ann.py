@@ -138,7 +138,11 @@ class HNSWIndex:
         Vector width.
     dtype
         How usearch stores vectors: ``"f32"`` (exact scores), ``"f16"`` (half the memory, the
-        recall measured in docs/retrieval.md) or ``"i8"`` (a quarter; lower recall).
+        recall measured in docs/retrieval.md) or ``"i8"`` (a quarter: each component scaled by
+        127, so for unit vectors only, with ``metric="cos"``).
+    metric
+        ``"ip"`` (inner product: any vectors, the MF index's ``[q_i, b_i]``) or ``"cos"``
+        (the same ranking for unit vectors; what ``"i8"`` needs for scores on the cosine scale).
     connectivity
         Graph degree ``M``: more is higher recall, more memory and slower inserts.
     expansion_add, expansion_search
@@ -158,13 +162,20 @@ class HNSWIndex:
         dim: int,
         *,
         dtype: str = "f32",
+        metric: str = "ip",
         connectivity: int = 16,
         expansion_add: int = 128,
         expansion_search: int = 256,
         threads: int = 1,
     ) -> None:
         self.dim = int(dim)
+        if metric not in ("ip", "cos"):
+            raise ValueError(f"metric must be 'ip' or 'cos', got {metric!r}")
+        if dtype == "i8" and metric != "cos":
+            # usearch's i8 inner products come back in its integer units, not cosines
+            raise ValueError("dtype 'i8' needs metric 'cos' (unit vectors)")
         self.dtype = dtype
+        self.metric = metric
         self.connectivity = connectivity
         self.expansion_add = expansion_add
         self.expansion_search = expansion_search
@@ -177,7 +188,7 @@ class HNSWIndex:
 
         return Index(
             ndim=self.dim,
-            metric="ip",
+            metric=self.metric,
             dtype=self.dtype,
             connectivity=self.connectivity,
             expansion_add=self.expansion_add,
@@ -237,6 +248,7 @@ class HNSWIndex:
         from usearch.index import Index
 
         graph = state.pop("graph")
+        state.setdefault("metric", "ip")  # pickled before the metric was a parameter
         self.__dict__.update(state)
         self._index = Index.restore(bytearray(graph))
         self._index.expansion_search = self.expansion_search

@@ -206,7 +206,12 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             )
             self._feature_cache = FeatureCache()
         if c.retrieval != "exact":
-            self.retrieval = TwoStage(index=c.retrieval_index, sample=c.retrieval_sample, seed=seed)
+            self.retrieval = TwoStage(
+                index=c.retrieval_index,
+                sample=c.retrieval_sample,
+                content_dtype=c.retrieval_content_dtype,
+                seed=seed,
+            )
 
     # -- catalogue ---------------------------------------------------------------------------
     # The encoder whose vectors the model scores with, when it is not the base one (a tuned

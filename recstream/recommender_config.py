@@ -134,6 +134,10 @@ class RecommenderConfig:
     retrieval_index: str = "hnsw"  # "hnsw" (usearch) | "exact" (numpy scans: tests, tiny sets)
     retrieval_min_items: int = 50_000
     retrieval_sample: int = 1000
+    # How the content HNSW stores the unit item vectors: "i8" (a quarter of f32's memory; the
+    # candidates it finds are scored on the full float32 vectors, so only which rows it finds
+    # can change: docs/retrieval.md measures the candidate recall) | "f16" | "f32"
+    retrieval_content_dtype: str = "i8"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.diversity <= 1.0:
@@ -142,6 +146,11 @@ class RecommenderConfig:
             raise ValueError(f"new_item_slots must be >= 0, got {self.new_item_slots}")
         if self.retrieval not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {RETRIEVALS}, got {self.retrieval!r}")
+        if self.retrieval_content_dtype not in ("i8", "f16", "f32"):
+            raise ValueError(
+                "retrieval_content_dtype must be 'i8', 'f16' or 'f32', "
+                f"got {self.retrieval_content_dtype!r}"
+            )
         unknown = [n for n in self.ranker_features if n not in FEATURE_NAMES]
         if unknown:
             raise ValueError(f"unknown feature(s) {', '.join(unknown)}")
@@ -156,6 +165,8 @@ class RecommenderConfig:
         # model from before the slot
         if not self.__dict__.get("new_item_slots", 0):
             fields.pop("new_item_slots")
+        if "retrieval_content_dtype" not in self.__dict__:  # pickled before it (its index: f32)
+            fields.pop("retrieval_content_dtype")
         if self.retrieval == "exact":  # the version of a model from before two-stage lists
             fields = {k: v for k, v in fields.items() if not k.startswith("retrieval")}
         raw = json.dumps(fields, sort_keys=True).encode()

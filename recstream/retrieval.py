@@ -130,6 +130,11 @@ class TwoStage:
         Uniformly drawn rows scored with the candidates (the scale reference).
     mf_refresh_every
         Events between batch re-upserts of the item factors that changed.
+    content_dtype
+        How the content HNSW stores the (unit) item vectors: ``"i8"`` (a quarter of
+        ``"f32"``'s memory; the candidates it finds are scored on the full vectors, so only
+        which rows it finds can change: the candidate recall in docs/retrieval.md), ``"f16"``
+        or ``"f32"``. The MF index stays f32: its vectors are not unit length.
     seed
         Seeds the sample (with the model's event clock: a list is reproducible).
     """
@@ -141,6 +146,7 @@ class TwoStage:
         quotas: dict[str, int] | None = None,
         sample: int = 1000,
         mf_refresh_every: int = 1000,
+        content_dtype: str = "i8",
         popular_size: int = 500,
         fresh_size: int = 500,
         seed: int = 42,
@@ -149,6 +155,7 @@ class TwoStage:
         self.quotas = dict(DEFAULT_QUOTAS if quotas is None else quotas)
         self.sample = sample
         self.mf_refresh_every = mf_refresh_every
+        self.content_dtype = content_dtype
         self.seed = seed
         self.popular = PopularSource(size=popular_size, refresh_every=1 << 62)
         self.fresh = FreshSource(size=fresh_size)
@@ -158,10 +165,10 @@ class TwoStage:
         self._since_mf_refresh = 0
         self._popular_frame: float | None = None
 
-    def _options(self) -> dict:
+    def _options(self, **extra: str) -> dict:
         # efConstruction 64 instead of usearch's 128: half the build time (1M items: ~8 min
         # on 2 cores) for the recall docs/retrieval.md measured
-        return {"expansion_add": 64} if self.index_kind == "hnsw" else {}
+        return {"expansion_add": 64, **extra} if self.index_kind == "hnsw" else {}
 
     # -- kept up to date by the recommender --------------------------------------------------
     def on_vectors(self, rec: Recommender, rows: np.ndarray) -> None:
@@ -170,7 +177,13 @@ class TwoStage:
         if not rows.size:
             return
         if self.content is None:
-            self.content = make_index(self.index_kind, int(rec.index.dim or 0), **self._options())
+            dtype = getattr(self, "content_dtype", "f32")  # a TwoStage pickled before it
+            options = {"dtype": dtype, "metric": "cos" if dtype == "i8" else "ip"}
+            self.content = make_index(
+                self.index_kind,
+                int(rec.index.dim or 0),
+                **self._options(**options if self.index_kind == "hnsw" else {}),
+            )
         active = rec.index.active[rows]
         _bulk_upsert(self.content, rows[active], rec.index.vectors[rows[active]])
 

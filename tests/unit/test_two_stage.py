@@ -217,3 +217,17 @@ def test_the_ranker_steps_only_on_an_item_the_two_stages_gathered(shop, monkeypa
     row = rec.index.rows[other]
     rec.learn(Event("x2", user, other, "purchase", 1e9 + 1))
     assert rec.ranker.n_steps == steps + 1
+
+
+def test_the_content_index_stores_i8_and_older_models_keep_theirs(shop):
+    rec = model(shop, retrieval="two_stage", retrieval_index="hnsw")
+    assert (rec.retrieval.content.dtype, rec.retrieval.content.metric) == ("i8", "cos")
+    assert rec.retrieval.mf is None or rec.retrieval.mf.dtype == "f32"  # not unit vectors
+    f32 = model(shop, retrieval="two_stage", retrieval_index="hnsw", retrieval_content_dtype="f32")
+    assert f32.retrieval.content.dtype == "f32"
+    assert f32.config.digest() != rec.config.digest()
+    old = RecommenderConfig()  # as pickled before the setting: no value of its own
+    del old.__dict__["retrieval_content_dtype"]
+    assert old.digest() == "932c7bae" != RecommenderConfig().digest()  # its version then
+    with pytest.raises(ValueError, match="retrieval_content_dtype"):
+        RecommenderConfig(retrieval_content_dtype="i4")
