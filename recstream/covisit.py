@@ -39,7 +39,7 @@ import numpy as np
 
 from recstream.deltas import combine_covisit
 from recstream.events import Event, ScoredItem
-from recstream.index import ItemIndex, grow
+from recstream.index import ItemIndex, grow, unique_rows
 from recstream.sparse_rows import SparseRows
 from recstream.state import DEFAULT_EVENT_WEIGHTS, StreamModel, UserStore
 
@@ -179,7 +179,7 @@ class CoVisitation(StreamModel):
             w.extend(pair_weights)
         norm_rows = [row for row, *_ in journal["pairs"]]
         parts = (journal["events"], norm_rows, a, b)
-        rows = np.unique(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]))
+        rows = unique_rows(np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]))
         at = {
             name: np.searchsorted(rows, np.asarray(p, dtype=np.int64))
             for name, p in zip(("events", "norm", "a", "b"), parts, strict=True)

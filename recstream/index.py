@@ -33,7 +33,7 @@ import numpy as np
 
 from recstream.projection import Refit, fit_basis, refit_due, refit_work
 
-__all__ = ["ItemIndex", "grow", "top_k"]
+__all__ = ["ItemIndex", "grow", "top_k", "unique_rows"]
 
 
 def grow(array: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
@@ -44,6 +44,22 @@ def grow(array: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
     out = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
     out[: array.shape[0]] = array
     return out
+
+
+def unique_rows(rows: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an integer array: ``np.unique(rows)``, by one sort.
+
+    numpy 2.4's ``np.unique`` (no ``return_*``) takes a hash path that cost 190 µs for 2,400
+    row ids here, against 12 µs for sort-and-compare; a two-stage list called it on every
+    gather (0.65 ms of a 7.4 ms list at 10k items).
+
+    >>> unique_rows(np.array([5, 1, 5, 3, 1])).tolist()
+    [1, 3, 5]
+    """
+    ordered = np.sort(np.asarray(rows).reshape(-1))
+    first = np.ones(ordered.shape, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
 
 
 def top_k(

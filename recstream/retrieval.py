@@ -55,6 +55,7 @@ from recstream.candidates import (
     VectorSource,
     mf_query,
 )
+from recstream.index import unique_rows
 
 if TYPE_CHECKING:
     from recstream.recommender import Recommender
@@ -289,7 +290,7 @@ class TwoStage:
             if excluded:
                 drawn = drawn[~np.isin(drawn, np.fromiter(excluded, np.int64, len(excluded)))]
             rows = np.concatenate([rows, drawn])
-        return np.unique(rows)
+        return unique_rows(rows)
 
     def memory_bytes(self) -> int:
         """Bytes held by the two ANN indexes (the pools are a few thousand numbers)."""

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from recstream.index import ItemIndex, grow, top_k
+from recstream.index import ItemIndex, grow, top_k, unique_rows
 
 
 def test_top_k_orders_best_first_and_breaks_ties_by_row():
@@ -83,3 +83,12 @@ def test_projected_similarity_preserves_the_neighbours():
     # vectors added after the fit are projected too
     index.set_vectors(["late"], x[:1])
     assert index.similarity(index.vector("i0"), approx=True)[-1] == pytest.approx(1.0, abs=0.02)
+
+
+def test_unique_rows_is_np_unique():
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 7, 3000):
+        for high in (3, 10**6):
+            rows = rng.integers(0, high, n)
+            got, want = unique_rows(rows), np.unique(rows)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (n, high)
