@@ -39,6 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from recstream.ann import VectorIndex
+from recstream.index import isin_rows
 from recstream.topn import TopN, TopNeighbours
 
 __all__ = [
@@ -96,7 +97,7 @@ def _at(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def _drop(rows: np.ndarray, scores: np.ndarray, exclude: set[int]) -> tuple:
     if not exclude or not rows.size:
         return rows, scores
-    keep = ~np.isin(rows, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+    keep = ~isin_rows(rows, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
     return rows[keep], scores[keep]
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from recstream.projection import Refit, fit_basis, refit_due, refit_work
 
-__all__ = ["ItemIndex", "grow", "top_k", "unique_rows"]
+__all__ = ["ItemIndex", "grow", "isin_rows", "top_k", "unique_rows"]
 
 
 def grow(array: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
@@ -60,6 +60,22 @@ def unique_rows(rows: np.ndarray) -> np.ndarray:
     first = np.ones(ordered.shape, dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     return ordered[first]
+
+
+def isin_rows(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.isin(rows, values)`` for integer arrays: one sort of ``values`` and a binary search
+    per row (``np.isin`` cost ~105 µs per call in a two-stage list, through the same hash
+    path as ``np.unique``).
+
+    >>> isin_rows(np.array([4, 2, 9, 2]), np.array([2, 7, 4])).tolist()
+    [True, True, False, True]
+    """
+    rows = np.asarray(rows)
+    values = unique_rows(values)
+    if not values.size:
+        return np.zeros(rows.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(values, rows), values.size - 1)
+    return values[at] == rows
 
 
 def top_k(

@@ -52,7 +52,7 @@ from recstream.covisit import CoVisitation
 from recstream.diversify import mmr
 from recstream.events import Event, Item, ScoredItem
 from recstream.features import FeatureCache, feature_matrix
-from recstream.index import ItemIndex, grow, top_k
+from recstream.index import ItemIndex, grow, isin_rows, top_k
 from recstream.mf import ImplicitMF
 from recstream.new_item_slot import NewItems, reserve_new_items
 from recstream.popularity import Popularity
@@ -371,7 +371,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             picked = top_k(total, k, valid=valid)
         if new_rows.size and picked.size > 1:
             # rows of the catalogue -> positions in the scope, the valid ones
-            new = new_rows if rows is None else np.flatnonzero(np.isin(rows, new_rows))
+            new = new_rows if rows is None else np.flatnonzero(isin_rows(rows, new_rows))
             kept = reserve_new_items(picked, total, new[valid[new]], self.config.new_item_slots)
             if kept is not picked:  # the slot changed the list
                 self.new_items.slot_lists += 1
@@ -420,7 +420,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
     def _with_new_rows(self, rows: np.ndarray, new: np.ndarray, state, mode: str) -> np.ndarray:
         """Two-stage candidates plus the new items ``new`` the gathering missed (a handful),
         so the slot does not depend on the fresh pool having kept them."""
-        new = new[~np.isin(new, rows) & self.index.active[new]]
+        new = new[~isin_rows(new, rows) & self.index.active[new]]
         if new.size and state is not None:
             excluded = state.excluded(mode)
             new = np.array([r for r in new.tolist() if r not in excluded], dtype=np.int64)

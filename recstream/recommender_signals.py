@@ -15,6 +15,7 @@ import numpy as np
 from recstream.features import minmax_scale as _minmax
 from recstream.features import outside, profile_cosines
 from recstream.features import unit_scale as _unit
+from recstream.index import isin_rows
 from recstream.retrieval import scale_sample
 
 __all__ = ["SignalScales"]
@@ -116,6 +117,6 @@ class SignalScales:
             floor = np.zeros(valid.shape[0], dtype=bool)
             floor[drawn[drawn < floor.shape[0]]] = True
         else:
-            floor = np.isin(rows, drawn)
+            floor = isin_rows(rows, drawn)
         floor &= valid
         return floor if floor.any() else None

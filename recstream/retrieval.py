@@ -55,7 +55,7 @@ from recstream.candidates import (
     VectorSource,
     mf_query,
 )
-from recstream.index import unique_rows
+from recstream.index import isin_rows, unique_rows
 
 if TYPE_CHECKING:
     from recstream.recommender import Recommender
@@ -112,7 +112,7 @@ class _CovisitNeighbourhood:
     def propose(self, query: Query, quota: int, exclude: set[int]) -> np.ndarray:
         rows, scores = self.rec.covisit.neighbourhood(query.history)
         if exclude and rows.size:
-            keep = ~np.isin(rows, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+            keep = ~isin_rows(rows, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
             rows, scores = rows[keep], scores[keep]
         return rows[np.lexsort((rows, -scores))[:quota]]
 
@@ -288,7 +288,7 @@ class TwoStage:
             drawn = scale_sample(n, self.seed, rec.n_events, self.sample)
             drawn = drawn[rec.index.active[drawn]]
             if excluded:
-                drawn = drawn[~np.isin(drawn, np.fromiter(excluded, np.int64, len(excluded)))]
+                drawn = drawn[~isin_rows(drawn, np.fromiter(excluded, np.int64, len(excluded)))]
             rows = np.concatenate([rows, drawn])
         return unique_rows(rows)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from recstream.index import ItemIndex, grow, top_k, unique_rows
+from recstream.index import ItemIndex, grow, isin_rows, top_k, unique_rows
 
 
 def test_top_k_orders_best_first_and_breaks_ties_by_row():
@@ -92,3 +92,10 @@ def test_unique_rows_is_np_unique():
             rows = rng.integers(0, high, n)
             got, want = unique_rows(rows), np.unique(rows)
             assert got.dtype == want.dtype and np.array_equal(got, want), (n, high)
+
+
+def test_isin_rows_is_np_isin():
+    rng = np.random.default_rng(4)
+    for n, m in ((0, 5), (5, 0), (1, 1), (3000, 1000), (200, 7)):
+        rows, values = rng.integers(0, 400, n), rng.integers(0, 400, m)
+        assert np.array_equal(isin_rows(rows, values), np.isin(rows, values)), (n, m)
