@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from recstream.index import grow, top_k
+from recstream.index import grow, isin_rows, top_k
 
 __all__ = ["ExactIndex", "HNSWIndex", "VectorIndex", "make_index"]
 
@@ -226,7 +226,7 @@ class HNSWIndex:
         rows = np.asarray(found.keys, dtype=np.int64)
         scores = (1.0 - np.asarray(found.distances, dtype=np.float32)).astype(np.float32)
         if excluded:
-            keep = ~np.isin(rows, np.fromiter(excluded, dtype=np.int64))
+            keep = ~isin_rows(rows, np.fromiter(excluded, dtype=np.int64))
             rows, scores = rows[keep], scores[keep]
         # best first, ties by row, as ExactIndex orders them
         order = np.lexsort((rows, -scores))[:k]
