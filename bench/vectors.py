@@ -11,6 +11,7 @@ Gaussian mixture instead. Queries are content profiles: the normalised mean of a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,16 +58,25 @@ def catalogue(
     n: int, base: np.ndarray, seed: int = 0, noise: float = 0.75, chunk: int = 200_000
 ) -> np.ndarray:
     """``n`` unit vectors drawn around ``base`` rows (float32, C-contiguous)."""
+    out = np.empty((n, base.shape[1]), dtype=np.float32)
+    for start, x in catalogue_chunks(n, base, seed, noise, chunk):
+        out[start : start + len(x)] = x
+    return out
+
+
+def catalogue_chunks(
+    n: int, base: np.ndarray, seed: int = 0, noise: float = 0.75, chunk: int = 200_000
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`catalogue`'s vectors a chunk at a time, ``(first row, vectors)``: the same
+    values, without holding all of them (10M x 384 float32 is 15.4 GB)."""
     rng = np.random.default_rng(seed)
     dim = base.shape[1]
-    out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         x = base[rng.integers(0, len(base), size=m)]
         # noise of norm ~`noise`: cos(item, centre) ~ 1 / sqrt(1 + noise^2) = 0.8
         x = x + rng.normal(scale=noise / np.sqrt(dim), size=(m, dim)).astype(np.float32)
-        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
+        yield start, x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def profiles(items: np.ndarray, n: int, history: int = 5, seed: int = 1) -> np.ndarray:

@@ -31,9 +31,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from recstream.projection import Refit, fit_basis, refit_due, refit_work
+from recstream.projection import Refit, fit_basis, matmul_f32, refit_due, refit_work
 
-__all__ = ["ItemIndex", "grow", "isin_rows", "top_k", "unique_rows"]
+__all__ = ["VECTOR_DTYPES", "ItemIndex", "grow", "isin_rows", "top_k", "unique_rows"]
+
+# How an ItemIndex may store its item vectors: "f16" halves their memory (10M x 384 items:
+# 7.7 GB against 15.4), for catalogues whose vectors would not fit otherwise.
+VECTOR_DTYPES = {"f32": np.float32, "f16": np.float16}
 
 
 def grow(array: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
@@ -151,6 +155,9 @@ class ItemIndex:
         stored vectors: the projection that best preserves dot products. A 384-d BERT matrix
         projected to 64-d makes a full-catalogue scan ~6x cheaper while keeping the ranking of
         similar items; exact vectors stay available for everything else.
+    vector_dtype
+        How the vectors are stored: ``"f32"`` or ``"f16"`` (half the memory; the scores are
+        still computed in float32, on vectors rounded to float16).
     """
 
     # A worker refits the projection off its event loop (recstream/projection.py): then
@@ -158,8 +165,14 @@ class ItemIndex:
     # written while a refit runs. Class-level defaults: pickles from before load without them.
     background_refit: bool = False
     _refit_dirty: set[int] | None = None
+    vector_dtype: str = "f32"  # class-level: pickles from before the setting load as f32
 
-    def __init__(self, dim: int | None = None, reduce_dim: int | None = None) -> None:
+    def __init__(
+        self, dim: int | None = None, reduce_dim: int | None = None, vector_dtype: str = "f32"
+    ) -> None:
+        if vector_dtype not in VECTOR_DTYPES:
+            raise ValueError(f"vector_dtype must be one of {sorted(VECTOR_DTYPES)}")
+        self.vector_dtype = vector_dtype
         self.dim = dim
         self.reduce_dim = reduce_dim
         self._basis: np.ndarray | None = None  # (dim, reduce_dim) projection
@@ -169,7 +182,7 @@ class ItemIndex:
         self.rows: dict[str, int] = {}
         self._active = np.zeros(0, dtype=bool)
         self._has_vector = np.zeros(0, dtype=bool)
-        self._vectors = np.zeros((0, dim or 0), dtype=np.float32)
+        self._vectors = np.zeros((0, dim or 0), dtype=VECTOR_DTYPES[vector_dtype])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -189,7 +202,8 @@ class ItemIndex:
 
     @property
     def vectors(self) -> np.ndarray:
-        """(n_items, dim) float32 view; rows without a vector are zeros."""
+        """(n_items, dim) view (float32, or float16 with ``vector_dtype="f16"``); rows without
+        a vector are zeros."""
         return self._vectors[: len(self.ids)]
 
     @property
@@ -243,7 +257,9 @@ class ItemIndex:
             )
         if self.dim is None:
             self.dim = int(vectors.shape[1])
-            self._vectors = np.zeros((self._active.shape[0], self.dim), dtype=np.float32)
+            self._vectors = np.zeros(
+                (self._active.shape[0], self.dim), dtype=VECTOR_DTYPES[self.vector_dtype]
+            )
         elif vectors.shape[1] != self.dim:
             raise ValueError(f"vector dimension {vectors.shape[1]} != index dimension {self.dim}")
         # Normalise defensively: cosine similarity is a dot product only for unit vectors.
@@ -277,7 +293,7 @@ class ItemIndex:
             else:
                 self._basis = fit_basis(self.vectors[self.has_vector], self.reduce_dim)
                 self._basis_n = self.n_vectors
-                self._proj = np.ascontiguousarray(self._vectors @ self._basis)
+                self._proj = np.ascontiguousarray(matmul_f32(self._vectors, self._basis))
         self._proj = grow(self._proj, len(self.ids))
         return self._basis, self._proj[: len(self.ids)]
 
@@ -321,7 +337,7 @@ class ItemIndex:
         row = self.rows.get(item_id)
         if row is None or not self._has_vector[row]:
             return None
-        return self._vectors[row]
+        return self._vectors[row].astype(np.float32)  # a copy: the row may be written again
 
     def similarity(self, query: np.ndarray, *, approx: bool = False) -> np.ndarray:
         """Cosine similarity of every row with ``query`` (0 for rows without a vector).
@@ -336,7 +352,7 @@ class ItemIndex:
             if projection is not None:
                 basis, proj = projection
                 return proj @ (query @ basis)
-        return self.vectors @ query
+        return matmul_f32(self.vectors, query)
 
     def similarity_at(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``rows`` with ``query`` on the full vectors (0 without a
@@ -344,7 +360,9 @@ class ItemIndex:
         rows = np.asarray(rows, dtype=np.int64)
         if self.dim is None or not rows.size:
             return np.zeros(rows.size, dtype=np.float32)
-        return self._vectors[rows] @ np.asarray(query, dtype=np.float32)
+        return self._vectors[rows].astype(np.float32, copy=False) @ np.asarray(
+            query, dtype=np.float32
+        )
 
     def item_similarities(
         self, query_rows: np.ndarray, rows: np.ndarray | None = None
@@ -367,7 +385,7 @@ class ItemIndex:
         projection = self._projection()
         matrix = self.vectors if projection is None else projection[1]
         targets = matrix if rows is None else matrix[np.asarray(rows, dtype=np.int64)]
-        return targets @ matrix[query_rows].T
+        return matmul_f32(targets, matrix[query_rows].astype(np.float32).T)
 
     def search(
         self, query: np.ndarray, k: int = 10, exclude: Iterable[str] = ()

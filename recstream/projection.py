@@ -24,9 +24,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Refit", "fit_basis", "refit_due"]
+__all__ = ["Refit", "fit_basis", "matmul_f32", "refit_due"]
 
 GROWTH = 1.25  # refit when the vector count grew by this factor since the last fit
+
+
+def matmul_f32(matrix: np.ndarray, right: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+    """``matrix @ right`` in float32: at once for a float32 ``matrix``; for a float16 one, a
+    chunk of rows at a time (numpy has no float16 BLAS, and one cast of a 10M-row matrix would
+    need its float32 copy, the memory f16 storage saves).
+
+    >>> m = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float16)
+    >>> matmul_f32(m, np.array([1.0, 0.0], dtype=np.float32), chunk=2).tolist()  # 0.6 in f16
+    [1.0, 0.0, 0.60009765625]
+    """
+    if matrix.dtype == np.float32:
+        return matrix @ right
+    out = np.empty((matrix.shape[0], *right.shape[1:]), dtype=np.float32)
+    for start in range(0, matrix.shape[0], chunk):
+        out[start : start + chunk] = matrix[start : start + chunk].astype(np.float32) @ right
+    return out
 
 
 def fit_basis(x: np.ndarray, reduce_dim: int) -> np.ndarray:
@@ -63,4 +80,5 @@ def refit_work(vectors: np.ndarray, has_vector: np.ndarray, reduce_dim: int) -> 
     n = has_vector.shape[0]
     rows = vectors[:n]
     basis = fit_basis(rows[has_vector], reduce_dim)
-    return Refit(basis, int(np.count_nonzero(has_vector)), n, np.ascontiguousarray(rows @ basis))
+    projected = np.ascontiguousarray(matmul_f32(rows, basis))
+    return Refit(basis, int(np.count_nonzero(has_vector)), n, projected)

@@ -128,7 +128,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         self.exclude = exclude
         self.allow_unknown_items = allow_unknown_items
         c = self.config
-        self.index = ItemIndex(reduce_dim=c.content_dim or None)
+        self.index = ItemIndex(reduce_dim=c.content_dim or None, vector_dtype=c.item_vector_dtype)
         self.users = UserStore(
             recent_size=c.recent_size,
             weights=c.event_weights,

@@ -85,6 +85,30 @@ def test_projected_similarity_preserves_the_neighbours():
     assert index.similarity(index.vector("i0"), approx=True)[-1] == pytest.approx(1.0, abs=0.02)
 
 
+def test_f16_storage_halves_the_memory_and_scores_like_f32():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 48))
+    ids = [f"i{n}" for n in range(500)]
+    full, half = ItemIndex(reduce_dim=8), ItemIndex(reduce_dim=8, vector_dtype="f16")
+    full.set_vectors(ids, x)
+    half.set_vectors(ids, x)
+    assert half.vectors.dtype == np.float16 and half.vectors.nbytes * 2 == full.vectors.nbytes
+    q = full.vector("i0")
+    assert half.vector("i0").dtype == np.float32  # a float32 copy for profiles to add up
+    for approx in (False, True):
+        a, b = full.similarity(q, approx=approx), half.similarity(q, approx=approx)
+        assert b.dtype == np.float32
+        np.testing.assert_allclose(b, a, atol=2e-3)
+    rows = np.array([3, 7, 400])
+    np.testing.assert_allclose(half.similarity_at(q, rows), full.similarity_at(q, rows), atol=2e-3)
+    np.testing.assert_allclose(
+        half.item_similarities(rows), full.item_similarities(rows), atol=2e-3
+    )
+    assert [i for i, _ in half.search(q, k=5)] == [i for i, _ in full.search(q, k=5)]
+    with pytest.raises(ValueError, match="vector_dtype"):
+        ItemIndex(vector_dtype="f8")
+
+
 def test_unique_rows_is_np_unique():
     rng = np.random.default_rng(3)
     for n in (0, 1, 2, 7, 3000):
