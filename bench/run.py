@@ -190,9 +190,10 @@ BENCHMARKS: dict[str, Bench] = {
         },
         timeout_s=3600.0,
     ),
-    # issue 12 at 10M items: the same model (its item vectors stored as float16: float32's
-    # 15.4 GB do not fit beside the 7.6 GB index in 24 GiB), its lists timed in turn with the
-    # 10k model's; no exact lists (one scans 7.7 GB). Most of its ~45 min is the HNSW build.
+    # issue 12 at 10M items: the same benchmark with the item vectors stored as int8 in both
+    # models (float32's 15.4 GB do not fit beside the 7.6 GB index in 24 GiB), the 10M model's
+    # lists timed in turn with the 10k one's; no exact lists at 10M. Most of its ~45 min on the
+    # 2 shared cores is the HNSW build.
     "two_stage_10m": Bench(
         "bench.two_stage",
         ("list_ms_10m",),

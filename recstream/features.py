@@ -347,7 +347,7 @@ def taste_profile(
             w.append(weight)
     if not rows:
         return None
-    mean = np.asarray(w, dtype=np.float32) @ index.vectors[rows]
+    mean = np.asarray(w, dtype=np.float32) @ index.vectors_at(rows)
     norm = float(np.linalg.norm(mean))
     return mean / norm if norm > 0 else None
 

@@ -32,114 +32,13 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from recstream.projection import Refit, fit_basis, matmul_f32, refit_due, refit_work
+from recstream.rows import grow, isin_rows, top_k, unique_rows
 
 __all__ = ["VECTOR_DTYPES", "ItemIndex", "grow", "isin_rows", "top_k", "unique_rows"]
 
-# How an ItemIndex may store its item vectors: "f16" halves their memory (10M x 384 items:
-# 7.7 GB against 15.4), for catalogues whose vectors would not fit otherwise.
-VECTOR_DTYPES = {"f32": np.float32, "f16": np.float16}
-
-
-def grow(array: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
-    """Return ``array`` with at least ``n`` rows, doubling capacity (amortised O(1) appends)."""
-    if array.shape[0] >= n:
-        return array
-    capacity = max(n, 2 * array.shape[0], 64)
-    out = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
-    out[: array.shape[0]] = array
-    return out
-
-
-def unique_rows(rows: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of an integer array: ``np.unique(rows)``, by one sort.
-
-    numpy 2.4's ``np.unique`` (no ``return_*``) takes a hash path that cost 190 µs for 2,400
-    row ids here, against 12 µs for sort-and-compare; a two-stage list called it on every
-    gather (0.65 ms of a 7.4 ms list at 10k items).
-
-    >>> unique_rows(np.array([5, 1, 5, 3, 1])).tolist()
-    [1, 3, 5]
-    """
-    ordered = np.sort(np.asarray(rows).reshape(-1))
-    first = np.ones(ordered.shape, dtype=bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    return ordered[first]
-
-
-def isin_rows(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``np.isin(rows, values)`` for integer arrays: one sort of ``values`` and a binary search
-    per row (``np.isin`` cost ~105 µs per call in a two-stage list, through the same hash
-    path as ``np.unique``).
-
-    >>> isin_rows(np.array([4, 2, 9, 2]), np.array([2, 7, 4])).tolist()
-    [True, True, False, True]
-    """
-    rows = np.asarray(rows)
-    values = unique_rows(values)
-    if not values.size:
-        return np.zeros(rows.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(values, rows), values.size - 1)
-    return values[at] == rows
-
-
-def top_k(
-    scores: np.ndarray,
-    k: int,
-    exclude: np.ndarray | Sequence[int] | None = None,
-    valid: np.ndarray | None = None,
-) -> np.ndarray:
-    """Rows of the ``k`` highest ``scores``, best first, skipping ``exclude`` and ``~valid`` rows.
-
-    ``scores`` is not modified. Ties are broken by the lower row (stable), so results are
-    reproducible across runs and platforms.
-    """
-    n = scores.shape[0]
-    if n == 0 or k <= 0:
-        return np.empty(0, dtype=np.int64)
-    s = scores.astype(np.float64, copy=True)
-    s[np.isnan(s)] = -np.inf  # a NaN would otherwise sort above every real score
-    if valid is not None:
-        s[~valid[:n]] = -np.inf
-    if exclude is not None and len(exclude):
-        s[np.asarray(exclude, dtype=np.int64)] = -np.inf
-    n_ok = int(np.count_nonzero(s > -np.inf))
-    k = min(k, n_ok)
-    if k == 0:
-        return np.empty(0, dtype=np.int64)
-    if k < n:
-        # partition is O(n): the k-th best value splits winners from the rest; only the k
-        # winners (plus ties at the boundary) get sorted, so equal scores stay in row order.
-        # It runs over the rows at or above a lower bound of that value only (_head).
-        head = _head(s, k)
-        values = s[head]
-        kth = np.partition(values, head.size - k)[head.size - k]
-        above = head[values > kth]
-        # of the items tied at the k-th value, the lowest rows fill the remaining places
-        cand = np.concatenate([above, head[values == kth][: k - above.size]])
-    else:
-        cand = np.arange(n)
-    # lexsort: primary key -score, secondary key row -> deterministic tie-breaking
-    order = np.lexsort((cand, -s[cand]))
-    return cand[order[:k]]
-
-
-_SAMPLE_STRIDE = 16
-
-
-def _head(s: np.ndarray, k: int) -> np.ndarray:
-    """Rows of ``s`` (no NaN; at least ``k`` above -inf) holding every one of its ``k`` largest
-    values and all their ties, in row order: those at or above the ``k``-th largest value of a
-    strided sample, which can be no larger than the whole array's (a subset's k-th largest
-    never exceeds the set's). A full catalogue (~10k rows) then partitions a few hundred
-    values instead of all of them; with too few rows, or a sample whose bound is -inf, every
-    row (the plain partition)."""
-    n = s.shape[0]
-    sample = s[::_SAMPLE_STRIDE]
-    if sample.size > 4 * k:
-        bound = np.partition(sample, sample.size - k)[sample.size - k]
-        if bound > -np.inf:
-            return np.flatnonzero(s >= bound)
-    return np.arange(n)
+# How an ItemIndex may store its item vectors: "i8" takes a quarter of float32's memory (10M x
+# 384 items: 3.9 GB against 15.4), for catalogues whose vectors would not fit otherwise.
+VECTOR_DTYPES = {"f32": np.float32, "i8": np.int8}
 
 
 class ItemIndex:
@@ -156,8 +55,17 @@ class ItemIndex:
         projected to 64-d makes a full-catalogue scan ~6x cheaper while keeping the ranking of
         similar items; exact vectors stay available for everything else.
     vector_dtype
-        How the vectors are stored: ``"f32"`` or ``"f16"`` (half the memory; the scores are
-        still computed in float32, on vectors rounded to float16).
+        How the vectors are stored: ``"f32"``, or ``"i8"``: a quarter of the memory, each row
+        scaled so that its largest component is 127, with its scale kept as a float32. Scores
+        are computed in float32 on the stored values times the row's scale (a unit vector's
+        cosines move by ~1e-3).
+
+    >>> index = ItemIndex(vector_dtype="i8")
+    >>> index.set_vectors(["a", "b"], np.array([[3.0, 4.0], [1.0, 0.0]]))
+    >>> [round(float(v), 4) for v in index.vector("a")]  # 0.6 x 127 / 0.8 = 95.25: 95
+    [0.5984, 0.8]
+    >>> [round(float(v), 4) for v in index.similarity_at(np.array([0.6, 0.8]), [0, 1])]
+    [0.9991, 0.6]
     """
 
     # A worker refits the projection off its event loop (recstream/projection.py): then
@@ -166,6 +74,7 @@ class ItemIndex:
     background_refit: bool = False
     _refit_dirty: set[int] | None = None
     vector_dtype: str = "f32"  # class-level: pickles from before the setting load as f32
+    _scale: np.ndarray | None = None  # "i8": each row's value = stored int8 x its scale
 
     def __init__(
         self, dim: int | None = None, reduce_dim: int | None = None, vector_dtype: str = "f32"
@@ -183,6 +92,8 @@ class ItemIndex:
         self._active = np.zeros(0, dtype=bool)
         self._has_vector = np.zeros(0, dtype=bool)
         self._vectors = np.zeros((0, dim or 0), dtype=VECTOR_DTYPES[vector_dtype])
+        if vector_dtype == "i8":
+            self._scale = np.zeros(0, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -202,9 +113,34 @@ class ItemIndex:
 
     @property
     def vectors(self) -> np.ndarray:
-        """(n_items, dim) view (float32, or float16 with ``vector_dtype="f16"``); rows without
-        a vector are zeros."""
-        return self._vectors[: len(self.ids)]
+        """(n_items, dim) float32; rows without a vector are zeros. A view with ``"f32"``
+        storage; with ``"i8"`` a copy of the whole catalogue: use :meth:`vectors_at`."""
+        if self._scale is None:
+            return self._vectors[: len(self.ids)]
+        return self.vectors_at(np.arange(len(self.ids)))
+
+    def vectors_at(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+        """(len(rows), dim) float32 vectors of ``rows`` (a copy with ``"i8"`` storage)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._scale is None:
+            return self._vectors[rows]
+        return self._vectors[rows].astype(np.float32) * self._scale[rows, None]
+
+    def _times(self, right: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Every row's (or ``rows``') float32 vector times ``right``, without a float32 copy of
+        an ``"i8"`` matrix: the product on the stored values, then each row's scale."""
+        n = len(self.ids)
+        out = matmul_f32(self._vectors[:n] if rows is None else self._vectors[rows], right)
+        if self._scale is not None:
+            scale = self._scale[:n] if rows is None else self._scale[rows]
+            out *= scale if out.ndim == 1 else scale[:, None]
+        return out
+
+    def vector_bytes(self) -> int:
+        """Bytes the stored vectors of the catalogue's rows take (and their scales)."""
+        n = len(self.ids)
+        scale = 0 if self._scale is None else self._scale[:n].nbytes
+        return int(self._vectors[:n].nbytes + scale)
 
     @property
     def n_vectors(self) -> int:
@@ -226,8 +162,13 @@ class ItemIndex:
         self._has_vector = grow(self._has_vector, row + 1, fill=False)
         self._active[row] = active
         if self.dim is not None:
-            self._vectors = grow(self._vectors, row + 1)
+            self._grow_vectors(row + 1)
         return row
+
+    def _grow_vectors(self, n: int) -> None:
+        self._vectors = grow(self._vectors, n)
+        if self._scale is not None:
+            self._scale = grow(self._scale, n)
 
     def add_many(self, item_ids: Iterable[str]) -> np.ndarray:
         return np.array([self.add(i) for i in item_ids], dtype=np.int64)
@@ -260,6 +201,8 @@ class ItemIndex:
             self._vectors = np.zeros(
                 (self._active.shape[0], self.dim), dtype=VECTOR_DTYPES[self.vector_dtype]
             )
+            if self._scale is not None:
+                self._scale = np.zeros(self._active.shape[0], dtype=np.float32)
         elif vectors.shape[1] != self.dim:
             raise ValueError(f"vector dimension {vectors.shape[1]} != index dimension {self.dim}")
         # Normalise defensively: cosine similarity is a dot product only for unit vectors.
@@ -271,8 +214,14 @@ class ItemIndex:
             for item_id in new:
                 self.add(item_id)
             rows = np.array([self.rows[i] for i in item_ids], dtype=np.int64)
-        self._vectors = grow(self._vectors, len(self.ids))
-        self._vectors[rows] = vectors
+        self._grow_vectors(len(self.ids))
+        if self._scale is None:
+            self._vectors[rows] = vectors
+        else:  # the largest component of each row at +-127
+            scale = np.abs(vectors).max(axis=1) / 127.0
+            scale[scale == 0] = 1.0
+            self._vectors[rows] = np.rint(vectors / scale[:, None]).astype(np.int8)
+            self._scale[rows] = scale
         self._has_vector[rows] = True
         if self._refit_dirty is not None:  # a refit runs: these rows are projected again
             self._refit_dirty.update(rows.tolist())
@@ -291,9 +240,10 @@ class ItemIndex:
                 if self._basis is None:
                     return None
             else:
-                self._basis = fit_basis(self.vectors[self.has_vector], self.reduce_dim)
+                with_vector = np.flatnonzero(self.has_vector)
+                self._basis = fit_basis(self.vectors_at(with_vector), self.reduce_dim)
                 self._basis_n = self.n_vectors
-                self._proj = np.ascontiguousarray(matmul_f32(self._vectors, self._basis))
+                self._proj = np.ascontiguousarray(self._times(self._basis))
         self._proj = grow(self._proj, len(self.ids))
         return self._basis, self._proj[: len(self.ids)]
 
@@ -311,7 +261,8 @@ class ItemIndex:
             return None
         self._refit_dirty = set()
         vectors, has, reduce_dim = self._vectors, self.has_vector.copy(), int(self.reduce_dim)
-        return lambda: refit_work(vectors, has, reduce_dim)
+        scale = None if self._scale is None else self._scale[: has.shape[0]].copy()
+        return lambda: refit_work(vectors, has, reduce_dim, scale)
 
     def finish_refit(self, refit: Refit | None) -> None:
         """Swap a finished refit in (between two events): the basis, the rows it projected,
@@ -322,7 +273,7 @@ class ItemIndex:
         projected = grow(refit.projected, len(self.ids))
         again = sorted(dirty | set(range(refit.n_rows, len(self.ids))))
         if again:
-            projected[again] = self._vectors[again] @ refit.basis
+            projected[again] = self.vectors_at(again) @ refit.basis
         self._basis, self._basis_n, self._proj = refit.basis, refit.n_vectors, projected
 
     def __getstate__(self) -> dict:
@@ -337,7 +288,7 @@ class ItemIndex:
         row = self.rows.get(item_id)
         if row is None or not self._has_vector[row]:
             return None
-        return self._vectors[row].astype(np.float32)  # a copy: the row may be written again
+        return self.vectors_at([row])[0].copy()  # a copy: the row may be written again
 
     def similarity(self, query: np.ndarray, *, approx: bool = False) -> np.ndarray:
         """Cosine similarity of every row with ``query`` (0 for rows without a vector).
@@ -352,7 +303,7 @@ class ItemIndex:
             if projection is not None:
                 basis, proj = projection
                 return proj @ (query @ basis)
-        return matmul_f32(self.vectors, query)
+        return self._times(query)
 
     def similarity_at(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Cosine similarity of ``rows`` with ``query`` on the full vectors (0 without a
@@ -360,9 +311,7 @@ class ItemIndex:
         rows = np.asarray(rows, dtype=np.int64)
         if self.dim is None or not rows.size:
             return np.zeros(rows.size, dtype=np.float32)
-        return self._vectors[rows].astype(np.float32, copy=False) @ np.asarray(
-            query, dtype=np.float32
-        )
+        return self._times(np.asarray(query, dtype=np.float32), rows)
 
     def item_similarities(
         self, query_rows: np.ndarray, rows: np.ndarray | None = None
@@ -383,9 +332,11 @@ class ItemIndex:
         if self.dim is None or not len(self.ids):
             return np.zeros((n, query_rows.size), dtype=np.float32)
         projection = self._projection()
-        matrix = self.vectors if projection is None else projection[1]
-        targets = matrix if rows is None else matrix[np.asarray(rows, dtype=np.int64)]
-        return matmul_f32(targets, matrix[query_rows].astype(np.float32).T)
+        at = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if projection is None:
+            return self._times(self.vectors_at(query_rows).T, at)
+        matrix = projection[1]
+        return (matrix if at is None else matrix[at]) @ matrix[query_rows].T
 
     def search(
         self, query: np.ndarray, k: int = 10, exclude: Iterable[str] = ()

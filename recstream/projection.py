@@ -30,13 +30,13 @@ GROWTH = 1.25  # refit when the vector count grew by this factor since the last 
 
 
 def matmul_f32(matrix: np.ndarray, right: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-    """``matrix @ right`` in float32: at once for a float32 ``matrix``; for a float16 one, a
-    chunk of rows at a time (numpy has no float16 BLAS, and one cast of a 10M-row matrix would
-    need its float32 copy, the memory f16 storage saves).
+    """``matrix @ right`` in float32: at once for a float32 ``matrix``; for another dtype
+    (int8 storage), a chunk of rows at a time (BLAS multiplies floats only, and one cast of a
+    10M-row matrix would make the float32 copy that int8 storage saves).
 
-    >>> m = np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float16)
-    >>> matmul_f32(m, np.array([1.0, 0.0], dtype=np.float32), chunk=2).tolist()  # 0.6 in f16
-    [1.0, 0.0, 0.60009765625]
+    >>> m = np.array([[127, 0], [0, 127], [76, 102]], dtype=np.int8)
+    >>> matmul_f32(m, np.array([1.0, 0.0], dtype=np.float32), chunk=2).tolist()
+    [127.0, 0.0, 76.0]
     """
     if matrix.dtype == np.float32:
         return matrix @ right
@@ -74,11 +74,19 @@ class Refit:
     projected: np.ndarray
 
 
-def refit_work(vectors: np.ndarray, has_vector: np.ndarray, reduce_dim: int) -> Refit:
+def refit_work(
+    vectors: np.ndarray, has_vector: np.ndarray, reduce_dim: int, scale: np.ndarray | None = None
+) -> Refit:
     """Fit and project (runs in a thread). ``vectors`` may be written by the loop meanwhile:
-    the rows it writes are recorded by the index and projected again at the swap."""
+    the rows it writes are recorded by the index and projected again at the swap. ``scale``:
+    each row's scale when ``vectors`` holds int8 (``ItemIndex(vector_dtype="i8")``)."""
     n = has_vector.shape[0]
     rows = vectors[:n]
-    basis = fit_basis(rows[has_vector], reduce_dim)
-    projected = np.ascontiguousarray(matmul_f32(rows, basis))
-    return Refit(basis, int(np.count_nonzero(has_vector)), n, projected)
+    fit_rows = rows[has_vector].astype(np.float32)
+    if scale is not None:
+        fit_rows *= scale[has_vector, None]
+    basis = fit_basis(fit_rows, reduce_dim)
+    projected = matmul_f32(rows, basis)
+    if scale is not None:
+        projected *= scale[:n, None]
+    return Refit(basis, int(np.count_nonzero(has_vector)), n, np.ascontiguousarray(projected))

@@ -74,9 +74,8 @@ def _content_anchors(rec: Recommender, rows, best, state) -> dict[int, tuple[str
     recent = list(first.items())
     if not recent:
         return {}
-    vectors = rec.index.vectors
     recent_rows = np.array([r for r, _ in recent])
-    sims = vectors[recent_rows] @ vectors[targets].T  # (n_recent, n_targets)
+    sims = rec.index.vectors_at(recent_rows) @ rec.index.vectors_at(targets).T  # (recent, targets)
     # an item the user viewed can come back (only purchases are excluded): explain it by
     # another item, never "similar to X" for X itself
     sims[recent_rows[:, None] == np.array(targets)[None, :]] = -np.inf

@@ -365,7 +365,7 @@ class Recommender(SharedState, RankerSteps, SignalScales):
         if diversity and self.index.dim is not None:
             pool = top_k(total, max(k, self.config.diversity_pool), valid=valid)
             at = pool if rows is None else rows[pool]
-            vectors, has = self.index.vectors[at], self.index.has_vector[at]
+            vectors, has = self.index.vectors_at(at), self.index.has_vector[at]
             picked = pool[mmr(np.arange(pool.size), total[pool], vectors, has, k, diversity)]
         else:
             picked = top_k(total, k, valid=valid)

@@ -186,8 +186,7 @@ class TwoStage:
                 **self._options(**options if self.index_kind == "hnsw" else {}),
             )
         active = rec.index.active[rows]
-        vectors = rec.index.vectors[rows[active]].astype(np.float32, copy=False)  # f16 storage
-        _bulk_upsert(self.content, rows[active], vectors)
+        _bulk_upsert(self.content, rows[active], rec.index.vectors_at(rows[active]))
 
     def on_delete(self, row: int) -> None:
         for index in (self.content, self.mf):
@@ -197,7 +196,7 @@ class TwoStage:
     def on_activate(self, rec: Recommender, row: int) -> None:
         """An item became recommendable (again): back into the indexes it has vectors for."""
         if self.content is not None and rec.index.has_vector[row]:
-            self.content.upsert([row], rec.index.vectors[[row]].astype(np.float32, copy=False))
+            self.content.upsert([row], rec.index.vectors_at([row]))
         self._mf_dirty.add(row)
 
     def on_fresh(self, row: int) -> None:
