@@ -52,9 +52,15 @@ class VectorIndex(Protocol):
         """Forget ``rows`` (unknown rows are ignored)."""
 
     def search(
-        self, query: np.ndarray, k: int, exclude: Iterable[int] | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude: Iterable[int] | None = None,
+        widen: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, scores)`` of the ``k`` largest inner products, best first."""
+        """``(rows, scores)`` of the ``k`` largest inner products not in ``exclude``, best
+        first. ``widen``: at most this many extra rows fetched to make up for excluded ones
+        (None: as many as are excluded), so fewer than ``k`` can come back."""
 
     def __len__(self) -> int: ...
 
@@ -110,8 +116,13 @@ class ExactIndex:
         self._present[rows] = False
 
     def search(
-        self, query: np.ndarray, k: int, exclude: Iterable[int] | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude: Iterable[int] | None = None,
+        widen: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        del widen  # a full pass skips the excluded rows at no extra cost
         n = self._present.shape[0]
         if n == 0 or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
@@ -214,10 +225,17 @@ class HNSWIndex:
             self._index.remove(keys)
 
     def search(
-        self, query: np.ndarray, k: int, exclude: Iterable[int] | None = None
+        self,
+        query: np.ndarray,
+        k: int,
+        exclude: Iterable[int] | None = None,
+        widen: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         excluded = set() if exclude is None else set(exclude)
-        count = min(k + len(excluded), len(self._index))
+        # a graph search costs about its width: a user with thousands of excluded items would
+        # make every list of theirs search thousands of rows deeper, unless bounded by `widen`
+        extra = len(excluded) if widen is None else min(len(excluded), max(widen, 0))
+        count = min(k + extra, len(self._index))
         if count <= 0 or k <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         # a graph search keeps `expansion` candidates: at least `count`, else it returns fewer

@@ -86,6 +86,20 @@ def test_exclude_and_short_results(index):
     assert index.search(x[0], 0)[0].size == 0
 
 
+def test_widen_bounds_the_search_for_many_exclusions():
+    x = clustered(2000)
+    hnsw, exact = HNSWIndex(32), ExactIndex(32)
+    for index in (hnsw, exact):
+        index.upsert(np.arange(len(x)), x)
+    nearest, _ = exact.search(x[0], 1500)
+    excluded = set(nearest[:1000].tolist())  # the query's 1,000 nearest rows
+    full, _ = hnsw.search(x[0], 10, exclude=excluded)  # searched 1,010 deep
+    assert len(full) == 10 and not excluded & set(full.tolist())
+    bounded, _ = hnsw.search(x[0], 10, exclude=excluded, widen=20)  # at most 30 rows fetched
+    assert len(bounded) < 10 and not excluded & set(bounded.tolist())
+    assert len(exact.search(x[0], 10, exclude=excluded, widen=20)[0]) == 10  # a full pass
+
+
 def test_dimension_is_checked(index):
     with pytest.raises(ValueError, match="dimension"):
         index.upsert([0], np.zeros((1, 3), dtype=np.float32))
