@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from recstream.features import minmax_scale as _minmax
-from recstream.features import outside, profile_cosines
-from recstream.features import unit_scale as _unit
+from recstream.features import profile_cosines
 from recstream.index import isin_rows
 from recstream.retrieval import scale_sample
+from recstream.scaling import minmax_scale as _minmax
+from recstream.scaling import outside
+from recstream.scaling import unit_scale as _unit
 
 __all__ = ["SignalScales"]
 
