@@ -245,3 +245,13 @@ def test_i8_item_vectors_score_the_same_lists(shop):
     assert f32.config.digest() == default.digest()  # "f32": the version from before
     with pytest.raises(ValueError, match="item_vector_dtype"):
         RecommenderConfig(item_vector_dtype="f16")
+
+
+def test_the_worker_setting_reaches_the_model():
+    from recstream.config import Settings
+
+    settings = Settings.from_env({"RECSTREAM_ITEM_VECTOR_DTYPE": "i8"})
+    assert settings.recommender_config().item_vector_dtype == "i8"
+    assert Settings.from_env({}).recommender_config().item_vector_dtype == "f32"
+    with pytest.raises(ValueError, match="RECSTREAM_ITEM_VECTOR_DTYPE"):
+        Settings.from_env({"RECSTREAM_ITEM_VECTOR_DTYPE": "f16"})
