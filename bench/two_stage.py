@@ -147,9 +147,9 @@ def run(
     smallest = _label(sizes[0])
     out: dict[str, Any] = {"n_users": n_users, "n_events": n_events, "per_size": {}}
     base: tuple[Recommender, list[str]] | None = None  # the smallest model, kept for pairing
+    dtype = "i8" if max(sizes) >= I8_FROM else "f32"
     for n in sizes:
         label = _label(n)
-        dtype = "i8" if max(sizes) >= I8_FROM else "f32"
         rec, users, took = build(n, n_users, n_events, seed, dtype)
         listed = [u for u in users if rec.users.get(u) is not None][:n_lists]
         entry: dict[str, Any] = {"item_vector_dtype": rec.config.item_vector_dtype}

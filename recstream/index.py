@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from recstream.projection import Refit, fit_basis, matmul_f32, refit_due, refit_work
+from recstream.projection import Refit, fit_basis, refit_due, refit_work, scaled_matmul
 from recstream.rows import grow, isin_rows, top_k, unique_rows
 
 __all__ = ["VECTOR_DTYPES", "ItemIndex", "grow", "isin_rows", "top_k", "unique_rows"]
@@ -129,12 +129,9 @@ class ItemIndex:
     def _times(self, right: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Every row's (or ``rows``') float32 vector times ``right``, without a float32 copy of
         an ``"i8"`` matrix: the product on the stored values, then each row's scale."""
-        n = len(self.ids)
-        out = matmul_f32(self._vectors[:n] if rows is None else self._vectors[rows], right)
-        if self._scale is not None:
-            scale = self._scale[:n] if rows is None else self._scale[rows]
-            out *= scale if out.ndim == 1 else scale[:, None]
-        return out
+        at = slice(len(self.ids)) if rows is None else rows
+        scale = None if self._scale is None else self._scale[at]
+        return scaled_matmul(self._vectors[at], right, scale)
 
     def vector_bytes(self) -> int:
         """Bytes the stored vectors of the catalogue's rows take (and their scales)."""
@@ -288,7 +285,7 @@ class ItemIndex:
         row = self.rows.get(item_id)
         if row is None or not self._has_vector[row]:
             return None
-        return self.vectors_at([row])[0].copy()  # a copy: the row may be written again
+        return self.vectors_at([row])[0]  # a fresh array: the row may be written again
 
     def similarity(self, query: np.ndarray, *, approx: bool = False) -> np.ndarray:
         """Cosine similarity of every row with ``query`` (0 for rows without a vector).

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Refit", "fit_basis", "matmul_f32", "refit_due"]
+__all__ = ["Refit", "fit_basis", "matmul_f32", "refit_due", "scaled_matmul"]
 
 GROWTH = 1.25  # refit when the vector count grew by this factor since the last fit
 
@@ -43,6 +43,23 @@ def matmul_f32(matrix: np.ndarray, right: np.ndarray, chunk: int = 1 << 18) -> n
     out = np.empty((matrix.shape[0], *right.shape[1:]), dtype=np.float32)
     for start in range(0, matrix.shape[0], chunk):
         out[start : start + chunk] = matrix[start : start + chunk].astype(np.float32) @ right
+    return out
+
+
+def scaled_matmul(
+    matrix: np.ndarray, right: np.ndarray, scale: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`matmul_f32`, each row's result times its ``scale`` when there is one: the
+    product of int8 rows stored with a scale per row (``ItemIndex(vector_dtype="i8")``), without
+    a float32 copy of the matrix.
+
+    >>> m = np.array([[127, 0], [76, 102]], dtype=np.int8)
+    >>> scaled_matmul(m, np.array([1.0, 0.0], dtype=np.float32), np.array([0.5, 1.0])).tolist()
+    [63.5, 76.0]
+    """
+    out = matmul_f32(matrix, right)
+    if scale is not None:
+        out *= scale if out.ndim == 1 else scale[:, None]
     return out
 
 
@@ -86,7 +103,5 @@ def refit_work(
     if scale is not None:
         fit_rows *= scale[has_vector, None]
     basis = fit_basis(fit_rows, reduce_dim)
-    projected = matmul_f32(rows, basis)
-    if scale is not None:
-        projected *= scale[:n, None]
+    projected = scaled_matmul(rows, basis, scale)
     return Refit(basis, int(np.count_nonzero(has_vector)), n, np.ascontiguousarray(projected))
