@@ -3,13 +3,14 @@
 Every event updates, in O(window) time: the user's state and content profile
 (:mod:`recstream.state`), item co-visitation (:mod:`recstream.covisit`), the implicit MF
 (:mod:`recstream.mf`), time-decayed popularity (:mod:`recstream.popularity`) and the items'
-first-seen clock. ``recommend`` scores the list's *scope* with numpy vector operations over one
-shared item index (:mod:`recstream.index`), normalises each signal, sums them with the weights of
-:class:`RecommenderConfig` and returns the top K, each with the reason of its largest
-contribution. The scope is every item (``retrieval="exact"``, the default and the reference) or,
-with ``retrieval="two_stage"`` (or ``"auto"`` on a large catalogue), the few thousand candidates
-:class:`~recstream.retrieval.TwoStage` gathers from bounded sources, so a list's cost does not
-grow with the catalogue. With ``RecommenderConfig(ranker="learned")`` the weights are an
+first-seen clock. ``recommend`` (:mod:`recstream.recommender_lists`) scores the list's *scope*
+with numpy vector operations over one shared item index (:mod:`recstream.index`), normalises each
+signal, sums them with the weights of :class:`RecommenderConfig` and returns the top K, each with
+the reason of its largest contribution. The scope is every item (``retrieval="exact"``, the
+default and the reference) or, with ``retrieval="two_stage"`` (or ``"auto"`` on a large
+catalogue), the few thousand candidates :class:`~recstream.retrieval.TwoStage` gathers from
+bounded sources, so a list's cost does not grow with the catalogue. With
+``RecommenderConfig(ranker="learned")`` the weights are an
 :class:`~recstream.ranker.OnlineRanker` over :mod:`recstream.features` instead: it starts at
 those weights and learns test-then-learn from the stream (each purchase, before the signals
 learn it, against the candidates the user had), and is saved with the model.
@@ -49,16 +50,15 @@ import numpy as np
 from recstream.categories import ItemCategories
 from recstream.context import ContextAffinity
 from recstream.covisit import CoVisitation
-from recstream.diversify import mmr
-from recstream.events import Event, Item, ScoredItem
-from recstream.features import FeatureCache, feature_matrix
-from recstream.index import ItemIndex, grow, isin_rows, top_k
+from recstream.events import Event, Item
+from recstream.features import FeatureCache
+from recstream.index import ItemIndex, grow
 from recstream.mf import ImplicitMF
-from recstream.new_item_slot import NewItems, reserve_new_items
+from recstream.new_item_slot import NewItems
 from recstream.popularity import Popularity
 from recstream.ranker import OnlineRanker
-from recstream.reasons import explain
 from recstream.recommender_config import RANKERS, RecommenderConfig
+from recstream.recommender_lists import ListScoring
 from recstream.recommender_ranking import RankerSteps
 from recstream.recommender_sharing import USER_FORMAT, SharedState
 from recstream.recommender_signals import SignalScales
@@ -72,7 +72,7 @@ __all__ = ["RANKERS", "USER_FORMAT", "Recommender", "RecommenderConfig"]
 _FORMAT_VERSION = 1
 
 
-class Recommender(SharedState, RankerSteps, SignalScales):
+class Recommender(SharedState, ListScoring, RankerSteps, SignalScales):
     """Hybrid streaming recommender (module docstring).
 
     Parameters
@@ -331,109 +331,6 @@ class Recommender(SharedState, RankerSteps, SignalScales):
             self.fresh.add(row, 1.0, float(self.n_events))
             if self.retrieval is not None:
                 self.retrieval.on_fresh(row)
-
-    # -- scoring (the signals and their scales: recstream/recommender_signals.py) ------------
-    def two_stage_active(self) -> bool:
-        """Whether lists gather candidates now (``retrieval`` and the catalogue's size)."""
-        if self.retrieval is None or self.config.retrieval == "exact":
-            return False
-        if self.config.retrieval == "two_stage":
-            return True
-        return len(self.index) >= self.config.retrieval_min_items  # "auto" (rows, not active)
-
-    def recommend(
-        self, user_id: str, k: int = 10, *, exclude: str | None = None, reasons: bool = True
-    ) -> list[ScoredItem]:
-        """The ``k`` best items for ``user_id``, best first, each with a short reason
-        (``reasons=False``: empty ones, for a caller that reads only the items and scores,
-        such as the evaluation: ~5 % of its time)."""
-        mode = exclude or self.exclude
-        if mode not in EXCLUDE_MODES:
-            raise ValueError(f"exclude must be one of {EXCLUDE_MODES}, got {mode!r}")
-        if len(self.index) == 0 or k <= 0:
-            return []
-        state = self.users.get(user_id)
-        # the scope: every row (exact) or the gathered candidates (two-stage); positions below
-        # index into it, `rows` maps them back to item rows
-        rows = self.retrieval.gather(self, user_id, mode) if self.two_stage_active() else None
-        new_rows = self._new_rows()  # once per list: the slot's candidates (rows)
-        if rows is not None and new_rows.size:
-            rows = self._with_new_rows(rows, new_rows, state, mode)
-        valid = self._candidates(state, mode) if rows is None else np.ones(rows.size, bool)
-        total, signals, weights = self._score(user_id, valid, mode, rows)
-        diversity = getattr(self.config, "diversity", 0.0)  # pickles from before the knob
-        if diversity and self.index.dim is not None:
-            pool = top_k(total, max(k, self.config.diversity_pool), valid=valid)
-            at = pool if rows is None else rows[pool]
-            vectors, has = self.index.vectors_at(at), self.index.has_vector[at]
-            picked = pool[mmr(np.arange(pool.size), total[pool], vectors, has, k, diversity)]
-        else:
-            picked = top_k(total, k, valid=valid)
-        if new_rows.size and picked.size > 1:
-            # rows of the catalogue -> positions in the scope, the valid ones
-            new = new_rows if rows is None else np.flatnonzero(isin_rows(rows, new_rows))
-            kept = reserve_new_items(picked, total, new[valid[new]], self.config.new_item_slots)
-            if kept is not picked:  # the slot changed the list
-                self.new_items.slot_lists += 1
-            picked = kept
-        items = picked if rows is None else rows[picked]
-        if reasons:
-            local = {name: s[picked] for name, s in signals.items()}
-            texts = explain(self, items, user_id, state, local, weights, at=np.arange(picked.size))
-        else:
-            texts = [""] * picked.size
-        ids = self.index.ids
-        return [
-            ScoredItem(ids[r], float(total[p]), reason)
-            for r, p, reason in zip(items, picked, texts, strict=True)
-        ]
-
-    def _score(
-        self, user_id: str, valid: np.ndarray, mode: str, rows: np.ndarray | None
-    ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
-        """``(total, signals, weights)`` over the scope: the fixed weighted sum of the signals,
-        or the learned ranker's score of the features (kept for its step on the next event)."""
-        if self.ranker is None:
-            weights = self._weights()
-            signals = self._signals(user_id, valid, rows=rows)
-            total = np.zeros(valid.shape[0], dtype=np.float64)
-            for name, s in signals.items():
-                total += weights[name] * s
-            return total, signals, weights
-        X, signals = feature_matrix(self, user_id, valid, self.ranker.features, rows=rows)
-        weights = {name: self.ranker.weights.get(name, 0.0) for name in signals}
-        total = self.ranker.score(X)
-        if self._feature_cache is not None:  # the step on this user's next event reuses X
-            # and the scores too, while the weights they were computed with are the ranker's
-            w = self.ranker.w.copy()
-            self._feature_cache.put((user_id, self.n_events, mode), (X, valid, rows, total, w))
-        return total, signals, weights
-
-    def _new_rows(self) -> np.ndarray:
-        """The rows new now (recstream/new_item_slot.py); none with the slot off."""
-        log = getattr(self, "new_items", None)  # pickles from before the slot: none
-        if log is None:
-            return np.zeros(0, dtype=np.int64)
-        events = self.covisit.item_events(len(self.index))
-        return log.rows(self.n_events, events, self.config.ranker_cold_events)
-
-    def _with_new_rows(self, rows: np.ndarray, new: np.ndarray, state, mode: str) -> np.ndarray:
-        """Two-stage candidates plus the new items ``new`` the gathering missed (a handful),
-        so the slot does not depend on the fresh pool having kept them."""
-        new = new[~isin_rows(new, rows) & self.index.active[new]]
-        if new.size and state is not None:
-            excluded = state.excluded(mode)
-            new = np.array([r for r in new.tolist() if r not in excluded], dtype=np.int64)
-        return np.concatenate([rows, new]) if new.size else rows
-
-    def _candidates(self, state, mode: str) -> np.ndarray:
-        """The rows that may be recommended: active items less the user's excluded ones."""
-        valid = self.index.active.copy()
-        if state is not None:
-            excluded = state.excluded(mode)
-            if excluded:
-                valid[np.fromiter(excluded, dtype=np.intp, count=len(excluded))] = False
-        return valid
 
     def _stale(self) -> None:
         """The model changed outside learn(): the cached features no longer hold."""

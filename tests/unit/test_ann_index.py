@@ -148,3 +148,32 @@ def test_i8_storage_keeps_recall_and_cosine_scores_in_a_quarter_of_the_memory():
         HNSWIndex(32, dtype="i8")  # inner products in usearch's integer units: refused
     with pytest.raises(ValueError, match="metric"):
         HNSWIndex(32, metric="l2sq")
+
+
+def test_hnsw_saves_to_a_file_and_loads_the_same_graph(tmp_path):
+    x = clustered(500)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = HNSWIndex(32, dtype="i8", metric="cos", expansion_add=48, expansion_search=96)
+    index.upsert(np.arange(500), x)
+    index.remove([3, 7])
+    path = tmp_path / "content.usearch"
+    index.save(path)
+    loaded = HNSWIndex.load(path)
+    assert (loaded.dtype, loaded.metric, loaded.expansion_add, loaded.expansion_search) == (
+        "i8",
+        "cos",
+        48,
+        96,
+    )
+    assert len(loaded) == len(index) == 498
+    for q in x[:20]:
+        rows, scores = loaded.search(q, 10, exclude=[0])
+        expected_rows, expected_scores = index.search(q, 10, exclude=[0])
+        assert rows.tolist() == expected_rows.tolist()
+        np.testing.assert_array_equal(scores, expected_scores)
+        assert 3 not in rows and 7 not in rows
+    other = tmp_path / "other.usearch"
+    HNSWIndex(8).save(other)
+    (tmp_path / "other.usearch.json").write_text((tmp_path / "content.usearch.json").read_text())
+    with pytest.raises(ValueError, match="32-d"):
+        HNSWIndex.load(other)  # settings of one index, graph of another

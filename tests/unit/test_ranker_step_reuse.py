@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-import recstream.recommender as recommender_module
+import recstream.recommender_lists as lists_module
 import recstream.recommender_ranking as ranking_module
 from recstream.datasets import synthetic_stream
 from recstream.recommender import Recommender, RecommenderConfig
@@ -34,14 +34,14 @@ def warm():
 
 def _count_passes(monkeypatch) -> list[str]:
     calls: list[str] = []
-    real = recommender_module.feature_matrix
+    real = lists_module.feature_matrix
 
     def counted(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
     # the list's pass (recommender) and the step's own (recommender_ranking)
-    monkeypatch.setattr(recommender_module, "feature_matrix", counted)
+    monkeypatch.setattr(lists_module, "feature_matrix", counted)
     monkeypatch.setattr(ranking_module, "feature_matrix", counted)
     return calls
 
