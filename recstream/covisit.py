@@ -336,14 +336,13 @@ class CoVisitation(StreamModel):
     def explain(self, row: int, history_rows: Sequence[int]) -> str | None:
         """The item of ``history_rows`` that co-occurs most with ``row`` (for the reason text)."""
         best, best_value = None, 0.0
-        pos, vals = self.pairs._pos, self.pairs._vals
-        n = len(pos)
+        get = self.pairs.get
         # Read c(h, row) in h's row, the one that scored the candidate: with max_stored, rows
         # are pruned apart and row ``row`` may no longer hold h.
         for h in history_rows:
-            p = pos[h].get(row) if h < n else None
-            if p is not None and vals[h][p] > best_value:
-                best, best_value = h, vals[h][p]
+            value = get(h, row)
+            if value > best_value:
+                best, best_value = h, value
         return self.index.ids[best] if best is not None else None
 
     @property

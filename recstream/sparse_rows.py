@@ -34,7 +34,9 @@ class SparseRows:
     """A growable sparse square matrix: per row, numpy arrays of columns and values.
 
     ``add(i, j, w)`` is O(1) amortised (a dict finds the slot); ``row(i)`` returns array views
-    ready for a vectorised scatter-add.
+    ready for a vectorised scatter-add. Only rows that hold an entry take memory: a catalogue
+    of 10M items whose last item got an event costs one row, not 10M empty ones (each empty
+    row was a dict and two small arrays, ~330 bytes: 3.3 GB per matrix at 10M items).
 
     Parameters
     ----------
@@ -52,26 +54,32 @@ class SparseRows:
         if max_stored < 0:
             raise ValueError(f"max_stored must be >= 0, got {max_stored}")
         self.max_stored = max_stored
-        self._pos: list[dict[int, int]] = []
-        self._cols: list[np.ndarray] = []
-        self._vals: list[np.ndarray] = []
-        self._size: list[int] = []
+        # row -> its column -> position, columns, values and size; rows without entries absent
+        self._pos: dict[int, dict[int, int]] = {}
+        self._cols: dict[int, np.ndarray] = {}
+        self._vals: dict[int, np.ndarray] = {}
+        self._size: dict[int, int] = {}
+        self._n = 0  # 1 + the largest row or column written
         self._top: dict[int, tuple[np.ndarray, int]] = {}  # row -> (positions, size when cached)
 
     def __len__(self) -> int:
-        return len(self._pos)
+        return self._n
+
+    def rows(self) -> list[int]:
+        """The rows that hold entries, in order."""
+        return sorted(i for i, n in self._size.items() if n)
 
     @property
     def _limit(self) -> int:
         """The size beyond which a row is pruned."""
         return 2 * self.max_stored if self.max_stored else _UNBOUNDED
 
-    def _ensure(self, n: int) -> None:
-        while len(self._pos) < n:
-            self._pos.append({})
-            self._cols.append(np.zeros(4, dtype=np.int32))
-            self._vals.append(np.zeros(4, dtype=np.float32))
-            self._size.append(0)
+    def _new_row(self, i: int) -> dict[int, int]:
+        pos = self._pos[i] = {}
+        self._cols[i] = np.zeros(4, dtype=np.int32)
+        self._vals[i] = np.zeros(4, dtype=np.float32)
+        self._size[i] = 0
+        return pos
 
     def _prune(self, i: int) -> None:
         """Keep the ``max_stored`` largest entries of row ``i``, in their previous order."""
@@ -92,8 +100,11 @@ class SparseRows:
         self.n_pruned += n - m
 
     def add(self, i: int, j: int, w: float) -> None:
-        self._ensure(max(i, j) + 1)
-        pos = self._pos[i]
+        if i >= self._n or j >= self._n:
+            self._n = max(i, j) + 1
+        pos = self._pos.get(i)
+        if pos is None:
+            pos = self._new_row(i)
         p = pos.get(j)
         if p is None:
             p = self._size[i]
@@ -113,11 +124,19 @@ class SparseRows:
         """``add(i, j, w)`` and ``add(j, i, w)`` for each ``(j, w)``: the per-event hot path."""
         if not others:
             return
-        self._ensure(max(i, *others) + 1)
-        pos_i, size, cols, vals = self._pos[i], self._size, self._cols, self._vals
+        largest = max(i, *others)
+        if largest >= self._n:
+            self._n = largest + 1
+        rows, size, cols, vals = self._pos, self._size, self._cols, self._vals
+        pos_i = rows.get(i)
+        if pos_i is None:
+            pos_i = self._new_row(i)
         limit = self._limit
         for j, w in zip(others, weights, strict=True):
-            for a, b, pos in ((i, j, pos_i), (j, i, self._pos[j])):
+            pos_j = rows.get(j)
+            if pos_j is None:
+                pos_j = self._new_row(j)
+            for a, b, pos in ((i, j, pos_i), (j, i, pos_j)):
                 p = pos.get(b)
                 if p is None:
                     p = size[a]
@@ -141,7 +160,7 @@ class SparseRows:
         if not len(a):
             return
         n = int(max(a.max(), b.max())) + 1
-        self._ensure(n)
+        self._n = max(self._n, n)
         # one entry per (row, col), sorted by row: repeated pairs are summed first
         keys = np.concatenate([a, b]).astype(np.int64) * n + np.concatenate([b, a])
         keys, inverse = np.unique(keys, return_inverse=True)
@@ -150,7 +169,9 @@ class SparseRows:
         pos_rows, size, cols_rows, vals_rows = self._pos, self._size, self._cols, self._vals
         limit = self._limit
         for r, c, x in zip(rows.tolist(), cols.tolist(), weights.tolist(), strict=True):
-            pos = pos_rows[r]
+            pos = pos_rows.get(r)
+            if pos is None:
+                pos = self._new_row(r)
             p = pos.get(c)
             if p is None:
                 p = size[r]
@@ -167,9 +188,9 @@ class SparseRows:
                 vals_rows[r][p] += x
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i >= len(self._pos):
+        n = self._size.get(i, 0)
+        if not n:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
-        n = self._size[i]
         return self._cols[i][:n], self._vals[i][:n]
 
     def top(self, i: int, m: int, col_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +201,7 @@ class SparseRows:
         10%. A popular item's row is thousands of entries long, and selecting once per ~10%
         growth instead of scanning it on every request is what keeps scoring cheap.
         """
-        n = self._size[i] if i < len(self._size) else 0
+        n = self._size.get(i, 0)
         if n <= m:
             return self.row(i)
         cached = self._top.get(i)
@@ -193,15 +214,28 @@ class SparseRows:
 
     def scale(self, factor: float) -> None:
         """Multiply every stored value by ``factor`` (a decayed matrix moving its frame)."""
-        for i, n in enumerate(self._size):
+        for i, n in self._size.items():
             self._vals[i][:n] *= factor
 
     def get(self, i: int, j: int) -> float:
-        if i >= len(self._pos):
+        pos = self._pos.get(i)
+        if pos is None:
             return 0.0
-        p = self._pos[i].get(j)
+        p = pos.get(j)
         return 0.0 if p is None else float(self._vals[i][p])
 
     @property
     def nnz(self) -> int:
-        return sum(self._size)
+        return sum(self._size.values())
+
+    def __setstate__(self, state: dict) -> None:
+        # Pickled before rows were kept only when used (checkpoints written until 2026-12-03):
+        # one list entry per row up to the largest; the rows that hold entries carry over.
+        if isinstance(state.get("_pos"), list):
+            sizes = state["_size"]
+            used = [i for i, n in enumerate(sizes) if n]
+            state["_n"] = len(sizes)
+            for name in ("_pos", "_cols", "_vals", "_size"):
+                values = state[name]
+                state[name] = {i: values[i] for i in used}
+        self.__dict__.update(state)

@@ -138,10 +138,9 @@ class TopNeighbours:
     def rebuild(self, pairs: SparseRows) -> None:
         """Recompute every list from ``pairs`` (after loading a model that had none)."""
         self._lists = []
-        for row in range(len(pairs)):
+        for row in pairs.rows():
             cols, vals = pairs.row(row)
-            if cols.size:
-                self._list(row).reset(cols, vals)
+            self._list(row).reset(cols, vals)
 
     def neighbours(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, counts)`` of ``row``'s listed neighbours, unordered."""
