@@ -275,39 +275,41 @@ class HNSWIndex:
         """
         path = Path(path)
         self._index.save(str(path))
-        settings = {k: v for k, v in self.__dict__.items() if k != "_index"}
-        _settings_path(path).write_text(json.dumps(settings))
+        _settings_path(path).write_text(json.dumps(self._settings()))
 
     @classmethod
     def load(cls, path: str | Path) -> HNSWIndex:
         """An index written by :meth:`save`."""
-        from usearch.index import Index
-
         path = Path(path)
-        settings = json.loads(_settings_path(path).read_text())
         index = cls.__new__(cls)
-        index.__dict__.update(settings)
-        index._index = Index.restore(str(path))
+        index.__dict__.update(json.loads(_settings_path(path).read_text()))
+        index._restore(str(path))
         if index._index is None or index._index.ndim != index.dim:
             raise ValueError(f"{path}: not a {index.dim}-d usearch index")
-        index._index.expansion_add = index.expansion_add
-        index._index.expansion_search = index.expansion_search
         return index
+
+    def _settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_index"}
+
+    def _restore(self, source: str | bytearray) -> None:
+        """The graph from a file or usearch's bytes, with this index's widths (usearch keeps
+        neither: a restored graph would insert with its default ``expansion_add``)."""
+        from usearch.index import Index
+
+        self._index = Index.restore(source)
+        if self._index is not None:
+            self._index.expansion_add = self.expansion_add
+            self._index.expansion_search = self.expansion_search
 
     # pickling (Recommender.save pickles its models): the graph travels as usearch's own bytes
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k != "_index"}
-        state["graph"] = bytes(self._index.save())
-        return state
+        return {**self._settings(), "graph": bytes(self._index.save())}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from usearch.index import Index
-
         graph = state.pop("graph")
         state.setdefault("metric", "ip")  # pickled before the metric was a parameter
         self.__dict__.update(state)
-        self._index = Index.restore(bytearray(graph))
-        self._index.expansion_search = self.expansion_search
+        self._restore(bytearray(graph))
 
 
 def _settings_path(path: Path) -> Path:

@@ -107,10 +107,12 @@ def test_dimension_is_checked(index):
 
 def test_hnsw_pickles_with_its_graph():
     x = clustered(300)
-    index = HNSWIndex(32, expansion_search=64)
+    index = HNSWIndex(32, expansion_add=48, expansion_search=64)
     index.upsert(np.arange(300), x)
     copy = pickle.loads(pickle.dumps(index))
     assert len(copy) == 300 and copy.expansion_search == 64
+    # usearch's bytes keep no widths: the restored graph must insert with this index's own
+    assert (copy._index.expansion_add, copy._index.expansion_search) == (48, 64)
     assert copy.search(x[42], 5)[0].tolist() == index.search(x[42], 5)[0].tolist()
     assert index.memory_bytes() > x.nbytes
 
@@ -166,6 +168,7 @@ def test_hnsw_saves_to_a_file_and_loads_the_same_graph(tmp_path):
         96,
     )
     assert len(loaded) == len(index) == 498
+    assert (loaded._index.expansion_add, loaded._index.expansion_search) == (48, 96)
     for q in x[:20]:
         rows, scores = loaded.search(q, 10, exclude=[0])
         expected_rows, expected_scores = index.search(q, 10, exclude=[0])
