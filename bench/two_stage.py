@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import vectors as V
+from bench.common import ROOT
 from recstream.ann import HNSWIndex
 from recstream.events import Event, Item
 from recstream.recommender import Recommender, RecommenderConfig
@@ -64,7 +65,7 @@ I8_FROM = 5_000_000
 # same graph, and `make bench` repeats in minutes. Smaller builds are built every run, and
 # their build time is reported.
 CACHE_FROM = I8_FROM
-CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "bench-two-stage"
+CACHE_DIR = ROOT / ".cache" / "bench-two-stage"
 # what a cached graph depends on besides (n, seed, dtype): the vectors and how they are indexed
 _GRAPH_SOURCES = ("bench/vectors.py", "recstream/retrieval.py", "recstream/ann.py")
 
@@ -72,10 +73,9 @@ _GRAPH_SOURCES = ("bench/vectors.py", "recstream/retrieval.py", "recstream/ann.p
 def cached_graph(n: int, seed: int, dtype: str) -> Path:
     """Where the content graph of a build of ``n`` items is kept (the name changes with the
     code that draws the vectors and builds the index, so a stale graph is never loaded)."""
-    root = Path(__file__).resolve().parent.parent
     digest = hashlib.blake2b(digest_size=6)
     for name in _GRAPH_SOURCES:
-        digest.update((root / name).read_bytes())
+        digest.update((ROOT / name).read_bytes())
     return CACHE_DIR / f"content-{n}-seed{seed}-{dtype}-{digest.hexdigest()}.usearch"
 
 
